@@ -1,0 +1,29 @@
+"""Typed errors a user can cause. The CLI prints them as one line; the service maps them to 4xx."""
+
+from __future__ import annotations
+
+
+class CovidscanError(Exception):
+    """Base class: a problem with the user's input, data or configuration (not a bug)."""
+
+    exit_code = 2
+
+
+class ConfigError(CovidscanError):
+    """params.yaml (or an override) is malformed, names an unknown key or has a wrong type."""
+
+
+class DataError(CovidscanError):
+    """Input data is missing, unreadable or does not match what is expected."""
+
+
+class DicomError(DataError):
+    """A DICOM file or series cannot be used; the message names the file and the problem."""
+
+
+class ValidationFailed(DataError):
+    """A data-quality gate (Great Expectations) failed; the message summarises what broke."""
+
+
+class ModelConfigError(CovidscanError):
+    """A model configuration that cannot work (e.g. a feature map below 1x1)."""
