@@ -427,15 +427,54 @@ def _check_truncation(ds: Dataset, path: Path, size: int, has_preamble: bool) ->
             )
 
 
+def _is_deflated(path: Path) -> int | None:
+    """The byte offset of the data set when the file uses Deflated Explicit VR Little Endian."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - the full read reports the problem
+        return None
+    if str(meta.get("TransferSyntaxUID", "")) != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return None
+    return 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0))
+
+
+def _check_inflated_size(path: Path, offset: int, limits: DicomLimits) -> None:
+    """Inflate a deflated data set in bounded chunks: refuse a 'zip bomb' before pydicom inflates it."""
+    import zlib
+
+    cap = int(limits.max_file_mb * _MB)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            while chunk := fh.read(1 << 20):
+                data = inflater.decompress(chunk, cap + 1 - total)
+                total += len(data)
+                while inflater.unconsumed_tail and total <= cap:
+                    data = inflater.decompress(inflater.unconsumed_tail, cap + 1 - total)
+                    total += len(data)
+                if total > cap:
+                    raise _fail(
+                        FileTooLargeError, path, f"deflated data set inflates to more than max_file_mb {limits.max_file_mb:g} MB"
+                    )
+    except zlib.error as err:
+        raise _fail(NotDicomError, path, f"deflated data set cannot be inflated ({err})") from None
+
+
 def _dcmread(path: Path, limits: DicomLimits, *, pixels: bool) -> Dataset:
     """Read a dataset strictly, leaving large values (pixel data) on disk; typed errors only."""
     size, has_preamble = _check_file(path, limits)
+    deflated_at = _is_deflated(path) if has_preamble else None
+    if deflated_at is not None:
+        _check_inflated_size(path, deflated_at, limits)
     try:
         with _READ_LOCK, pydicom_config.strict_reading():
             ds = pydicom.dcmread(
                 path,
                 force=not has_preamble,
-                defer_size=_DEFER if pixels else None,
+                # deferred values of a deflated file live in the inflated stream: read them now
+                defer_size=_DEFER if pixels and deflated_at is None else None,
                 stop_before_pixels=not pixels,
             )
     except EOFError as err:
