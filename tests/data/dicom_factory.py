@@ -285,3 +285,17 @@ def write_series(
         ds = ct_slice(hu[k], position=position, orientation=orientation, series_uid=series_uid, instance=instances[k])
         paths.append(save(ds, folder / f"IM{labels[k]:04d}.dcm", syntax))
     return paths
+
+
+def pydicom_read(path: Path) -> Dataset:
+    """Plain pydicom read (for tests that edit a written file)."""
+    import pydicom
+
+    return pydicom.dcmread(path)
+
+
+def generate_frames(data: bytes, number_of_frames: int):
+    """pydicom.encaps.generate_frames, re-exported for tests."""
+    from pydicom.encaps import generate_frames as _gen
+
+    return _gen(data, number_of_frames=number_of_frames)

@@ -21,6 +21,7 @@ process with an address-space limit and a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -265,8 +267,24 @@ _READ_LOCK = threading.Lock()
 
 # ----------------------------------------------------------------------------------- small helpers
 def _fail(cls: type[DicomError], path: Path | str, problem: str) -> DicomError:
-    """Build a typed error whose message names the file first."""
-    return cls(f"{path}: {problem}")
+    """Build a typed error whose message names the file first (one line: decoder texts are folded)."""
+    return cls(f"{path}: {' '.join(problem.split())}")
+
+
+@contextlib.contextmanager
+def _typed_errors(path: Path) -> Iterator[None]:
+    """At the public boundary: any failure on user input becomes a DicomError naming the file."""
+    try:
+        yield
+    except DicomError:
+        raise
+    except MemoryError:
+        raise _fail(DecodeResourceError, path, "out of memory while reading") from None
+    except OSError as err:
+        raise _fail(NotDicomError, path, f"cannot read the file ({type(err).__name__}: {err})") from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, struct.error) as err:
+        log.debug("malformed DICOM %s", path, exc_info=True)
+        raise _fail(HeaderValueError, path, f"malformed DICOM header ({type(err).__name__}: {err})") from None
 
 
 def _plain(value: Any) -> Any:
@@ -288,9 +306,12 @@ def _plain(value: Any) -> Any:
 
 def _number(ds: Dataset, keyword: str, path: Path, *, default: float | None = None) -> float | None:
     """A numeric header value (first value if multi-valued), or `default` when absent."""
-    if keyword not in ds or ds[keyword].value in (None, ""):
+    try:
+        value = ds[keyword].value if keyword in ds else None
+    except Exception as err:  # noqa: BLE001 - a value pydicom cannot convert
+        raise _fail(HeaderValueError, path, f"{keyword} cannot be parsed ({type(err).__name__}: {err})") from None
+    if value in (None, ""):
         return default
-    value = ds[keyword].value
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         if len(value) == 0:
             return default
@@ -306,9 +327,12 @@ def _number(ds: Dataset, keyword: str, path: Path, *, default: float | None = No
 
 def _vector(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray | None:
     """A numeric multi-valued element of exactly `n` values as float64, or None when absent."""
-    if keyword not in ds or ds[keyword].value in (None, ""):
+    try:
+        value = ds[keyword].value if keyword in ds else None
+    except Exception as err:  # noqa: BLE001 - a value pydicom cannot convert
+        raise _fail(HeaderValueError, path, f"{keyword} cannot be parsed ({type(err).__name__}: {err})") from None
+    if value in (None, ""):
         return None
-    value = ds[keyword].value
     values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
     try:
         out = np.array([float(v) for v in values], dtype=np.float64)
@@ -485,9 +509,9 @@ def _dcmread(path: Path, limits: DicomLimits, *, pixels: bool) -> Dataset:
         raise _fail(ImageTooLargeError, path, "out of memory while parsing the header") from None
     except Exception as err:  # noqa: BLE001 - any parser failure on user input is a user error
         raise _fail(NotDicomError, path, f"cannot parse DICOM ({type(err).__name__}: {err})") from None
+    _check_truncation(ds, path, size, has_preamble)
     if len(ds) == 0:
         raise _fail(NotDicomError, path, "no DICOM data elements found")
-    _check_truncation(ds, path, size, has_preamble)
     meta = ds.file_meta if hasattr(ds, "file_meta") else None
     if meta is None or "TransferSyntaxUID" not in meta:
         if has_preamble:
@@ -516,7 +540,9 @@ def read_header(path: str | Path, limits: DicomLimits) -> Dataset:
     Raises:
         DicomError: a subclass naming the file (not DICOM, empty, truncated, too large).
     """
-    return _dcmread(Path(path), limits, pixels=False)
+    path = Path(path)
+    with _typed_errors(path):
+        return _dcmread(path, limits, pixels=False)
 
 
 # ------------------------------------------------------------------------------- image-level checks
@@ -869,7 +895,12 @@ def read_image(
         DicomError: a subclass naming the file and the problem.
     """
     path = Path(path)
-    ds, spec, stored = _read_pixels(path, limits, frozenset(modalities))
+    with _typed_errors(path):
+        return _read_image(path, limits, frozenset(modalities))
+
+
+def _read_image(path: Path, limits: DicomLimits, modalities: frozenset[str]) -> DicomImage:
+    ds, spec, stored = _read_pixels(path, limits, modalities)
     if spec.frames != 1:
         raise _fail(
             UnexpectedMultiFrameError, path, f"{spec.frames} frames; expected one image (use read_series for a multi-frame CT)"
@@ -1144,9 +1175,10 @@ def read_series(path: str | Path, limits: DicomLimits) -> CTVolume:
         DicomError: a subclass naming the file/folder and the problem.
     """
     path = Path(path)
-    if path.is_dir():
-        return _read_folder(path, limits)
-    return _read_multiframe(path, limits)
+    with _typed_errors(path):
+        if path.is_dir():
+            return _read_folder(path, limits)
+        return _read_multiframe(path, limits)
 
 
 # --------------------------------------------------------------------------------------- resampling
@@ -1408,7 +1440,8 @@ def inspect_path(path: str | Path, limits: DicomLimits) -> InspectReport:
         DicomError: a subclass naming the file and the problem.
     """
     path = Path(path)
-    result = _read_any(path, limits, "auto")
+    with _typed_errors(path):
+        result = _read_any(path, limits, "auto")
     if isinstance(result, DicomImage):
         m = result.meta
         report = InspectReport(path=path, kind="image")
