@@ -570,7 +570,8 @@ def _sop_class(ds: Dataset) -> str | None:
 def _has_rescale(ds: Dataset) -> bool:
     if "RescaleSlope" in ds and "RescaleIntercept" in ds:
         return True
-    return _functional_item(ds, None, "PixelValueTransformationSequence") is not None
+    item = _functional_item(ds, 0, "PixelValueTransformationSequence")  # per-frame, else shared
+    return item is not None and "RescaleSlope" in item and "RescaleIntercept" in item
 
 
 def _functional_item(ds: Dataset, frame: int | None, sequence: str) -> Dataset | None:
