@@ -1387,6 +1387,8 @@ def decode_untrusted(
             proc.join(1)
             raise DecodeResourceError(f"{path}: the decoding worker died (exit code {proc.exitcode})") from None
         if status == "error":
+            if isinstance(payload, DecodeResourceError):
+                raise DecodeResourceError(f"{payload} (worker limit max_memory_mb = {max_memory_mb:g})")
             raise payload
         if status == "memory":
             raise DecodeResourceError(f"{path}: decoding needs more than max_memory_mb = {max_memory_mb:g} MB")
