@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import struct
 import threading
 import time
@@ -451,15 +450,28 @@ def _check_truncation(ds: Dataset, path: Path, size: int, has_preamble: bool) ->
             )
 
 
+_DEFLATED = str(pydicom.uid.DeflatedExplicitVRLittleEndian)
+
+
 def _is_deflated(path: Path) -> int | None:
-    """The byte offset of the data set when the file uses Deflated Explicit VR Little Endian."""
-    try:
-        meta = pydicom.filereader.read_file_meta_info(path)
-    except Exception:  # noqa: BLE001 - the full read reports the problem
+    """The byte offset of the data set when the file uses Deflated Explicit VR Little Endian.
+
+    A byte-level look at the file meta group (always explicit VR little endian), cheaper than a
+    second parse; anything unexpected returns None and the full read reports the problem.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(144)
+        # (0002,0000) UL 4 <group length> right after 'DICM'
+        if len(head) < 144 or head[132:138] != b"\x02\x00\x00\x00UL":
+            return None
+        group_len = struct.unpack("<I", head[140:144])[0]
+        meta = fh.read(min(group_len, 1 << 16))
+    at = meta.find(b"\x02\x00\x10\x00UI")  # (0002,0010) Transfer Syntax UID
+    if at < 0 or at + 8 > len(meta):
         return None
-    if str(meta.get("TransferSyntaxUID", "")) != pydicom.uid.DeflatedExplicitVRLittleEndian:
-        return None
-    return 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0))
+    length = struct.unpack("<H", meta[at + 6 : at + 8])[0]
+    uid = meta[at + 8 : at + 8 + length].rstrip(b"\x00 ").decode("ascii", "replace")
+    return 144 + group_len if uid == _DEFLATED else None
 
 
 def _check_inflated_size(path: Path, offset: int, limits: DicomLimits) -> None:
@@ -779,8 +791,10 @@ def _codestream_size(frame: bytes, ts: str) -> tuple[int, int] | None:
 # ---------------------------------------------------------------------------------------- decoding
 def _decode(ds: Dataset, path: Path, spec: _PixelSpec) -> np.ndarray:
     """Stored values as an array of shape (frames, rows, cols) (typed errors only)."""
+    from pydicom.pixels.decoders.base import get_decoder
+
     try:
-        arr = ds.pixel_array
+        arr, _ = get_decoder(UID(spec.transfer_syntax)).as_array(ds, as_rgb=False)
     except MemoryError:
         raise _fail(DecodeResourceError, path, "out of memory while decoding the pixel data") from None
     except Exception as err:  # noqa: BLE001 - decoder failures on user input are user errors
@@ -1032,6 +1046,27 @@ def _hu_int16(hu: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
 
 
+def _store_hu_int16(
+    out: np.ndarray, stored: np.ndarray, slope: float, intercept: float, mask: np.ndarray | None, padding_hu: float | None
+) -> None:
+    """Write HU as int16 into `out`; in-place integer arithmetic when nothing can overflow (usual CT)."""
+    integral = slope == int(slope) and intercept == int(intercept)
+    if integral and (padding_hu is None or padding_hu == int(padding_hu)):
+        lo, hi = int(stored.min()), int(stored.max())
+        scaled = sorted((lo * int(slope), hi * int(slope)))
+        final = (scaled[0] + int(intercept), scaled[1] + int(intercept))
+        if all(-32768 <= v <= 32767 for v in (lo, hi, *scaled, *final)):
+            np.copyto(out, stored, casting="unsafe")
+            if slope != 1:
+                np.multiply(out, int(slope), out=out, casting="unsafe")
+            if intercept != 0:
+                np.add(out, int(intercept), out=out, casting="unsafe")
+            if mask is not None and padding_hu is not None:
+                out[mask] = int(padding_hu)
+            return
+    out[...] = _hu_int16(_to_hu(stored, slope, intercept, mask, padding_hu))
+
+
 def _read_folder(folder: Path, limits: DicomLimits) -> CTVolume:
     files = _series_files(folder, limits)
     headers: list[tuple[Path, Dataset, _PixelSpec]] = []
@@ -1088,7 +1123,7 @@ def _read_folder(folder: Path, limits: DicomLimits) -> CTVolume:
         slope, intercept = _rescale(ds, None, f)
         mask = _padding_mask(ds, stored, f)
         padding += int(mask.sum()) if mask is not None else 0
-        hu[k] = _hu_int16(_to_hu(stored, slope, intercept, mask, limits.padding_hu))
+        _store_hu_int16(hu[k], stored, slope, intercept, mask, limits.padding_hu)
         syntaxes.add(spec.transfer_syntax)
         del ds, stored
     headers.clear()
@@ -1150,7 +1185,7 @@ def _read_multiframe(path: Path, limits: DicomLimits) -> CTVolume:
         slope, intercept = _rescale(ds, int(idx), path)
         mask = _padding_mask(ds, stored[idx], path)
         padding += int(mask.sum()) if mask is not None else 0
-        hu[k] = _hu_int16(_to_hu(stored[idx], slope, intercept, mask, limits.padding_hu))
+        _store_hu_int16(hu[k], stored[idx], slope, intercept, mask, limits.padding_hu)
     del stored
     assert spacing0 is not None
     meta = meta_from(ds)
