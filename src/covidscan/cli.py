@@ -89,8 +89,8 @@ def check_params(params: ParamsOption = Path("params.yaml"), profile: ProfileOpt
     out.print(f"{params}: OK (profile '{p.profile}')")
 
 
-@command()
-def inspect(
+@command("inspect")
+def inspect_command(
     paths: Annotated[list[Path], typer.Argument(help="DICOM file(s) or CT series folder(s).", show_default=False)],
     params: Annotated[
         Path, typer.Option("--params", help="params.yaml for data.dicom limits (defaults when the file is absent).")

@@ -299,3 +299,23 @@ def generate_frames(data: bytes, number_of_frames: int):
     from pydicom.encaps import generate_frames as _gen
 
     return _gen(data, number_of_frames=number_of_frames)
+
+
+def jpeg_baseline_xray(image: np.ndarray, quality: int = 95) -> Dataset:
+    """An 8-bit DX image encapsulated as JPEG Baseline (encoded with Pillow; pydicom has no encoder)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    ds = xray(image.astype(np.int64), modality="DX", bits_stored=8)
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    buf = io.BytesIO()
+    Image.fromarray(image.astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.LossyImageCompression = "01"
+    return ds

@@ -180,3 +180,12 @@ def test_lossy_jpegls_and_j2k_decode_close(tmp_path):
     ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
     lossy = read_image(tmp_path / "j2k.dcm", LIMITS)
     assert np.abs(lossy.pixels - stored).mean() < 20
+
+
+def test_jpeg_baseline_8bit_decodes_close(tmp_path):
+    image = (fx.ramp(64, 48, hi=255)).astype(np.uint8)
+    path = tmp_path / "jpg.dcm"
+    fx.jpeg_baseline_xray(image).save_as(path, enforce_file_format=True)
+    img = read_image(path, LIMITS)
+    assert img.meta["TransferSyntaxUID"] == U.JPEGBaseline8Bit and img.modality == "DX"
+    assert np.abs(img.pixels - image).mean() < 3

@@ -17,6 +17,10 @@ anything large is read or decoded. :func:`decode_untrusted` additionally runs th
 process with an address-space limit and a timeout.
 
 ``meta`` dictionaries carry technical, non-identifying fields only (a whitelist, :data:`META_FIELDS`).
+
+Headers are parsed with pydicom's reading validation set to RAISE (``config.strict_reading``), so
+a file that ends inside an element is an error rather than a warning; pydicom's setting is global,
+so those parses are serialised under a module lock (pixel decoding is not).
 """
 
 from __future__ import annotations
@@ -737,19 +741,26 @@ def _check_pixel_data(ds: Dataset, path: Path, spec: _PixelSpec) -> None:
     data = ds.PixelData
     if not data:
         raise _fail(MissingPixelDataError, path, "encapsulated Pixel Data is empty")
-    try:
-        from pydicom.encaps import generate_frames
+    from pydicom.encaps import generate_frames
 
-        first = next(generate_frames(data, number_of_frames=spec.frames))
+    # every frame's codestream must declare the header's size: decoders allocate from the codestream
+    count = 0
+    try:
+        for count, frame in enumerate(generate_frames(data, number_of_frames=spec.frames), start=1):
+            dims = _codestream_size(frame, spec.transfer_syntax)
+            if dims is not None and dims != (spec.rows, spec.cols):
+                where = f"compressed frame {count}" if spec.frames > 1 else "the compressed frame"
+                raise _fail(
+                    DecodeError,
+                    path,
+                    f"{where} is {dims[0]} x {dims[1]} but the header says {spec.rows} x {spec.cols} (Rows x Columns)",
+                )
+    except DicomError:
+        raise
     except Exception as err:  # noqa: BLE001
         raise _fail(DecodeError, path, f"cannot parse the encapsulated Pixel Data ({type(err).__name__}: {err})") from None
-    dims = _codestream_size(first, spec.transfer_syntax)
-    if dims is not None and dims != (spec.rows, spec.cols):
-        raise _fail(
-            DecodeError,
-            path,
-            f"the compressed frame is {dims[0]} x {dims[1]} but the header says {spec.rows} x {spec.cols} (Rows x Columns)",
-        )
+    if count < spec.frames:
+        raise _fail(ShortPixelDataError, path, f"encapsulated Pixel Data holds {count} frame(s), NumberOfFrames is {spec.frames}")
 
 
 def _codestream_size(frame: bytes, ts: str) -> tuple[int, int] | None:
@@ -1083,7 +1094,8 @@ def _read_folder(folder: Path, limits: DicomLimits) -> CTVolume:
     for f, ds, _ in headers:
         groups.setdefault(str(ds.get("SeriesInstanceUID", "") or "<none>"), []).append(f)
     if len(groups) > 1:
-        examples = "; ".join(f"{len(v)} file(s) like {v[0].name}" for v in groups.values())
+        examples = "; ".join(f"{len(v)} file(s) like {v[0].name}" for v in list(groups.values())[:3])
+        examples += "; ..." if len(groups) > 3 else ""
         raise MixedSeriesError(f"{folder}: {len(groups)} different series (SeriesInstanceUID) in one folder: {examples}")
     if len(files) < 2:
         raise TooFewSlicesError(f"{folder}: {len(files)} slice; a CT series needs at least two (use read_image for one slice)")
