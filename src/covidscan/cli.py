@@ -89,5 +89,26 @@ def check_params(params: ParamsOption = Path("params.yaml"), profile: ProfileOpt
     out.print(f"{params}: OK (profile '{p.profile}')")
 
 
+@command("inspect")
+def inspect_command(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM file(s) or CT series folder(s).", show_default=False)],
+    params: Annotated[
+        Path, typer.Option("--params", help="params.yaml for data.dicom limits (defaults when the file is absent).")
+    ] = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Read DICOM files or CT series folders strictly and describe them (no identifying fields).
+
+    A file: modality, size, spacing, transfer syntax, value range after the LUTs. A folder (or
+    multi-frame CT): the assembled series: slice count, spacing, z range, HU range, orientation.
+    """
+    from covidscan.config import DicomLimits, load_params
+    from covidscan.data.dicom import inspect_path
+
+    limits = load_params(params, profile=profile).data.dicom if params.exists() else DicomLimits()
+    for path in paths:
+        out.print(inspect_path(path, limits).render(), highlight=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

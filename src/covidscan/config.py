@@ -74,6 +74,10 @@ class DicomLimits(Section):
     max_frames: int = Field(2000, ge=1)
     max_file_mb: float = Field(1024.0, gt=0)
     max_series_slices: int = Field(2000, ge=1)
+    max_pixels_mb: float = Field(2048.0, gt=0)  # decoded output (float32 image / int16 volume); assumed
+    slice_spacing_tolerance: float = Field(0.05, gt=0, lt=0.5)  # relative, of the median step; assumed
+    max_tilt_deg: float = Field(30.0, ge=0, le=45)  # slice normal vs patient z still "axial"; assumed
+    padding_hu: float | None = -1024.0  # CT PixelPaddingValue pixels -> this HU (air); None keeps them
 
 
 class DeidConfig(Section):
