@@ -89,5 +89,20 @@ def check_params(params: ParamsOption = Path("params.yaml"), profile: ProfileOpt
     out.print(f"{params}: OK (profile '{p.profile}')")
 
 
+@command("salt-init")
+def salt_init(
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing salt (every pseudonym changes).")] = False,
+) -> None:
+    """Create the pseudonymisation salt file (data.deid.salt_file, mode 0600, outside the repository)."""
+    from covidscan.config import DeidConfig, load_params
+    from covidscan.data.deid import init_salt
+
+    cfg = load_params(params, profile=profile).data.deid if params.is_file() else DeidConfig()
+    path = init_salt(cfg, force=force)
+    out.print(f"salt written to {path} (mode 0600); keep it outside the repository and MLflow, and back it up")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -366,7 +366,7 @@ def deidentify(ds: Dataset, salt: bytes | None = None) -> Dataset:
             del new_meta[tag]  # SourceApplicationEntityTitle and private application data
         out.file_meta = new_meta
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = "covidscan: DICOM PS3.15 Basic Application Level Confidentiality Profile"
+    out.DeidentificationMethod = "covidscan: PS3.15 Basic Profile"
     return out
 
 

@@ -108,7 +108,8 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
 }
 
 # Column names that would carry identifying data. Compared after lower-casing and removing
-# non-letters, so "Patient Name", "patient_name" and "PatientName" all match.
+# non-letters, so "Patient Name", "patient_name" and "PatientName" all match. (The DICOM StudyID is
+# not listed: it would match our pseudonymous study_id, whose format check guards it instead.)
 FORBIDDEN_COLUMNS: tuple[str, ...] = (
     "patientname", "name", "firstname", "lastname", "surname", "givenname", "othername",
     "patientbirthdate", "birthdate", "dob", "dateofbirth", "birthtime", "age", "patientage", "sex",
@@ -118,7 +119,7 @@ FORBIDDEN_COLUMNS: tuple[str, ...] = (
     "institutionname", "institution", "institutionaddress", "hospital", "referringphysicianname",
     "performingphysicianname", "physician", "operatorsname", "operator", "stationname",
     "deviceserialnumber", "serialnumber", "studyinstanceuid", "seriesinstanceuid", "sopinstanceuid",
-    "uid", "studyid", "path", "filename", "file", "originalpath", "sourcepath", "url", "doi",
+    "uid", "path", "filename", "file", "originalpath", "sourcepath", "url", "doi",
 )
 _FORBIDDEN = frozenset(FORBIDDEN_COLUMNS)
 _PSEUDONYM = {"patient_id": re.compile(r"^p-[0-9a-f]{16}$"), "study_id": re.compile(r"^s-[0-9a-f]{16}$"),
