@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
@@ -40,6 +41,15 @@ SENTINELS: dict[str, str] = {
     "NamesOfIntendedRecipientsOfResults": "SNTLRECIPIENT^EPS",  # a PN the profile table does not list
     "DateOfLastCalibration": "18660922",  # a DA the profile table does not list
 }
+# Sentinels that are *invalid* for their VR: pydicom's default validation would warn and log them.
+INVALID_SENTINELS: dict[str, str] = {
+    "PatientBirthDate": "SNTL-BAD-BIRTHDATE",
+    "StudyDate": "SNTLBADDATE",
+    "InstitutionName": "SNTL " + "Overlong Institution Name " * 4,
+    "StationName": "SNTL-STATION-NAME-TOO-LONG",
+    "PatientSex": "SNTLSEX",
+    "FrameOfReferenceUID": "SNTL.NOT.A.UID",
+}
 PRIVATE_SENTINEL = "SNTLPRIVATEVALUE"
 OVERLAY_SENTINEL = "SNTLOVERLAYDESC"
 CURVE_SENTINEL = "SNTLCURVELABEL"
@@ -47,13 +57,15 @@ NESTED_SENTINEL = "SNTLNESTED^NAME"
 UID_ROOT = "1.2.826.0.1.3680043.99.424242"  # every UID the fixtures write starts with this
 
 
-def _identify(ds: Dataset, patient_id: str, sentinels: bool) -> None:
+def _identify(ds: Dataset, patient_id: str, sentinels: bool | str) -> None:
     ds.PatientID = patient_id
     if not sentinels:
         ds.PatientName = "Test^Patient"
         return
-    for keyword, value in SENTINELS.items():
-        setattr(ds, keyword, value)
+    values = {**SENTINELS, **(INVALID_SENTINELS if sentinels == "invalid" else {})}
+    with pydicom.config.disable_value_validation():
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
     block = ds.private_block(0x0011, "SNTLPRIVCREATOR", create=True)
     block.add_new(0x01, "LO", PRIVATE_SENTINEL)
     ds.add_new(0x60000022, "LO", OVERLAY_SENTINEL)  # OverlayDescription
@@ -76,7 +88,6 @@ def _base(modality: str, patient_id: str, study_uid: str, series_uid: str, insta
     ds.SOPInstanceUID = f"{series_uid}.{instance}"
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = f"{study_uid}.9"
     ds.Modality = modality
     ds.Manufacturer = "TestVendor"
     ds.ManufacturerModelName = "Model-1"
@@ -90,6 +101,8 @@ def _base(modality: str, patient_id: str, study_uid: str, series_uid: str, insta
     if burned_in is not None:
         ds.BurnedInAnnotation = burned_in
     _identify(ds, patient_id, sentinels)
+    if "FrameOfReferenceUID" not in ds:
+        ds.FrameOfReferenceUID = f"{study_uid}.9"
     return ds
 
 
@@ -105,7 +118,8 @@ def write_xray(path: Path, *, patient_id: str, study_uid: str, modality: str = "
     pixels = (np.linspace(0, 3000, rows * cols).reshape(rows, cols) + rng.integers(0, 50, (rows, cols))).astype(np.uint16)
     ds.PixelData = pixels.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    with pydicom.config.disable_value_validation():
+        ds.save_as(path, enforce_file_format=True)
     return path
 
 
@@ -125,7 +139,8 @@ def write_ct_series(folder: Path, *, patient_id: str, study_uid: str, n_slices: 
         ds.RescaleSlope = 1
         ds.RescaleIntercept = -1024
         ds.PixelData = np.full((rows, cols), 1024 + 10 * i, dtype=np.uint16).tobytes()  # HU = 10 * z index
-        ds.save_as(folder / f"slice_{order[i]:03d}.dcm", enforce_file_format=True)
+        with pydicom.config.disable_value_validation():
+            ds.save_as(folder / f"slice_{order[i]:03d}.dcm", enforce_file_format=True)
     return folder
 
 

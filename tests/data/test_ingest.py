@@ -20,6 +20,7 @@ from covidscan.data import manifest as mf
 from covidscan.data.ingest import ingest
 from ingest_fixtures import (
     CURVE_SENTINEL,
+    INVALID_SENTINELS,
     NESTED_SENTINEL,
     OVERLAY_SENTINEL,
     PRIVATE_SENTINEL,
@@ -31,12 +32,12 @@ from ingest_fixtures import (
 SALT = b"ingest-test-salt-0123456789abcdef"
 PATIENT_SENTINEL = "SNTLPID0001"
 NAME_SENTINELS = ("SNTLFOLDER_Smith_John", "SNTLFILE_Doe_Jane", "SNTLSERIESDIR_Roe")
-ALL_SENTINELS = (*SENTINELS.values(), PRIVATE_SENTINEL, OVERLAY_SENTINEL, CURVE_SENTINEL, NESTED_SENTINEL,
+ALL_SENTINELS = (*SENTINELS.values(), *INVALID_SENTINELS.values(), PRIVATE_SENTINEL, OVERLAY_SENTINEL, CURVE_SENTINEL, NESTED_SENTINEL,
                  PATIENT_SENTINEL, "SNTLPID0002", UID_ROOT, *NAME_SENTINELS, "SNTL")
 
 
-def _cases() -> list[dict]:
-    return [
+def _cases(sentinels: bool | str = True) -> list[dict]:
+    cases = [
         {"rel": f"dicom/{NAME_SENTINELS[0]}/{NAME_SENTINELS[1]}.dcm", "modality": "xray", "label": "covid19",
          "patient_id": PATIENT_SENTINEL, "study_uid": f"{UID_ROOT}.1", "sentinels": True, "centre": "centre_a",
          "severity": "0.4", "rtpcr_initial": "positive"},
@@ -47,6 +48,9 @@ def _cases() -> list[dict]:
         {"rel": "dicom/other/x.dcm", "modality": "xray", "label": "pneumonia", "patient_id": "SNTLPID0002",
          "study_uid": f"{UID_ROOT}.4", "sentinels": True, "burned_in": "NO", "centre": "centre_b"},
     ]
+    for case in cases:
+        case["sentinels"] = sentinels
+    return cases
 
 
 @pytest.fixture
@@ -61,7 +65,10 @@ def _run(export, out, caplog=None):
     return ingest([spec], DataConfig(sources=[spec]), out, salt=SALT, progress=True)
 
 
-def test_sentinels_never_reach_any_output(export, tmp_path, caplog, capsys):
+@pytest.mark.parametrize("sentinels", [True, "invalid"], ids=["valid-values", "invalid-values"])
+def test_sentinels_never_reach_any_output(tmp_path, caplog, capsys, sentinels):
+    export = write_hospital_export(tmp_path / "export", _cases(sentinels))
+    capsys.readouterr()
     out = tmp_path / "ingest"
     summary = _run(export, out, caplog)
     console = capsys.readouterr()

@@ -21,6 +21,8 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -323,6 +325,24 @@ def remap_uid(uid: str, salt: bytes | None) -> str:
         return pydicom.uid.generate_uid(prefix=None)
     digest = hmac.new(salt, f"uid\x1f{uid}".encode(), hashlib.sha256).digest()
     return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+
+@contextmanager
+def quiet_header_values() -> Iterator[None]:
+    """Within the block pydicom does not validate values it reads.
+
+    pydicom's default reading validation *warns and logs* an invalid value together with the value
+    itself (e.g. an over-long institution name or a malformed birth date), which would put identifying
+    text into logs. Ingest reads untrusted headers inside this block; de-identification then removes
+    the values whatever their validity.
+    """
+    settings = pydicom.config.settings
+    previous = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode = previous
 
 
 def _empty_value(elem: pydicom.DataElement) -> Any:

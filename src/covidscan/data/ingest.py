@@ -34,7 +34,15 @@ from rich.progress import track
 
 from covidscan.config import DataConfig, SourceSpec
 from covidscan.data import manifest as mf
-from covidscan.data.deid import TECHNICAL_FIELDS, deidentify, is_burned_in, load_salt, pseudonym, technical_meta
+from covidscan.data.deid import (
+    TECHNICAL_FIELDS,
+    deidentify,
+    is_burned_in,
+    load_salt,
+    pseudonym,
+    quiet_header_values,
+    technical_meta,
+)
 from covidscan.data.sources import Loaded, Record, get_adapter
 from covidscan.errors import DataError
 
@@ -253,7 +261,9 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
             unique = unique[: spec.max_records]
         outcomes: Counter[str] = Counter()
         for rec in track(unique, description=f"ingest {spec.name}", disable=not progress, console=console, transient=True):
-            outcomes[_ingest_record(rec, spec, adapter.origin, salt, data_cfg.deid.quarantine_burned_in, out_dir, tables)] += 1
+            with quiet_header_values():
+                outcome = _ingest_record(rec, spec, adapter.origin, salt, data_cfg.deid.quarantine_burned_in, out_dir, tables)
+            outcomes[outcome] += 1
         skipped[spec.name] = dict(adapter.skipped)
         log.info("source %s (%s): %d ingested, %d quarantined, skipped %s", spec.name, spec.adapter, outcomes["ok"],
                  sum(v for k, v in outcomes.items() if k != "ok"), dict(adapter.skipped) or "none")
