@@ -328,6 +328,10 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml", profile: str 
     # Validate every profile's overrides on their own first, so a typo in a profile that is not
     # active is still caught, with its full path.
     base = {k: v for k, v in raw.items() if k != "profiles"}
+    try:  # the file's own values first, so their errors are not attributed to a profile
+        Params.model_validate(base)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format_error(err)}") from None
     for name, overrides in profiles.items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"{source}: profiles.{name} must be a mapping")

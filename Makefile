@@ -1,0 +1,67 @@
+# covidscan: the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Telemetry off everywhere (MLflow, BentoML, DVC, Great Expectations).
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export BENTOML_DO_NOT_TRACK := True
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+MLFLOW_PORT ?= 5000
+
+.PHONY: help install demo test repro push mlflow-ui serve bento lock salt clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(VENV)/.installed  ## create .venv and install the pinned dependencies (CPU torch)
+
+salt: install  ## create the de-identification salt outside the repository if none is set
+	@$(BIN)/covidscan salt init --quiet
+
+repro: install salt  ## run the DVC pipeline (only what changed)
+	$(BIN)/dvc repro
+
+push: install  ## push DVC-tracked data and models to the configured remote (local by default)
+	$(BIN)/dvc push -q
+
+demo: install salt  ## install, generate the synthetic data, run `dvc repro` end to end, push, say where to look
+	@start=$$(date +%s); \
+	$(BIN)/dvc repro && $(BIN)/dvc push -q && \
+	echo "" && \
+	echo "covidscan demo finished in $$(( $$(date +%s) - start )) s (pipeline; install not counted)." && \
+	echo "  results:   data/ (manifest, splits, processed), models/, reports/, metrics/ ; dvc metrics show" && \
+	echo "  MLflow UI: make mlflow-ui  ->  http://127.0.0.1:$(MLFLOW_PORT)" && \
+	echo "  serving:   make serve  (BentoML service, once the serving issue lands)" && \
+	echo "  research use only; not a medical device."
+
+test: install  ## the whole test suite, offline, no GPU
+	$(BIN)/python -m pytest -q
+
+mlflow-ui: install  ## open the MLflow UI on 127.0.0.1 over the embedded sqlite store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+serve: install  ## serve the registered champion models with BentoML on 127.0.0.1
+	@echo "The BentoML service arrives with the serving issue; nothing to serve yet." && exit 1
+
+lock:  ## regenerate requirements.lock from a fresh resolve (maintainers)
+	@echo "Resolve in a scratch venv, then: pip freeze | sed 's/+cpu//' > requirements.lock (see README, Dependencies)."
+
+clean:  ## remove pipeline outputs (keeps .venv, the DVC cache and mlflow.db)
+	rm -rf build data models reports metrics
+
+distclean: clean  ## also remove .venv, mlflow.db, artifacts and the local DVC remote
+	rm -rf $(VENV) mlflow.db mlartifacts dvc-remote .dvc/cache

@@ -1,0 +1,1 @@
+"""MLflow tracking and registry: the only modules that import MLflow."""

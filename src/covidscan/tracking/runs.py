@@ -1,0 +1,194 @@
+"""MLflow runs for DVC stages: one run per stage instance, nested under one parent run per `dvc repro`.
+
+This module and `registry.py` are the only places that import MLflow. Library code never starts a run;
+pipeline entry points wrap their work in :func:`stage_run`.
+
+The parent run is found by a *repro id*: ``COVIDSCAN_REPRO_ID`` when set, otherwise the process id and
+start time of the ``dvc`` process that spawned the stage (every stage of one ``dvc repro`` shares it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from covidscan.environment import artifact_root, quiet_telemetry, tracking_uri
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "covidscan.repro_id"
+STAGE_TAG = "covidscan.stage"
+
+
+def _mlflow():
+    quiet_telemetry()
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """The current git commit (with a `-dirty` suffix when the tree has changes), or "unknown"."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def repro_id() -> str:
+    """Identify the current `dvc repro` / `dvc exp run` invocation (shared by all its stages)."""
+    explicit = os.environ.get("COVIDSCAN_REPRO_ID")
+    if explicit:
+        return explicit
+    try:
+        import psutil
+
+        proc = psutil.Process(os.getpid()).parent()
+        while proc is not None:
+            cmd = " ".join(proc.cmdline()[:3])
+            if "dvc" in Path(proc.cmdline()[0]).name or " -m dvc" in cmd or "/dvc " in f"{cmd} ":
+                return f"dvc-{proc.pid}-{int(proc.create_time())}"
+            proc = proc.parent()
+    except Exception:  # noqa: BLE001 - best effort; fall back to a fresh id
+        pass
+    return f"manual-{os.getpid()}-{int(time.time())}"
+
+
+def ensure_experiment(name: str) -> str:
+    """Create the MLflow experiment (local artifact folder by default) and return its id."""
+    mlflow = _mlflow()
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        return mlflow.create_experiment(name, artifact_location=artifact_root())
+    return exp.experiment_id
+
+
+def parent_run_id(experiment: str, rid: str | None = None) -> str:
+    """The parent run for this repro, created (and left finished) on first use."""
+    mlflow = _mlflow()
+    rid = rid or repro_id()
+    exp_id = ensure_experiment(experiment)
+    found = mlflow.search_runs(
+        experiment_ids=[exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{rid}'", max_results=1, output_format="list"
+    )
+    if found:
+        return found[0].info.run_id
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        exp_id,
+        run_name=f"repro {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={PARENT_TAG: rid, "covidscan.git_commit": git_commit(), "mlflow.source.git.commit": git_commit()},
+    )
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def dvc_dep_hashes(stage: str, dvc_yaml: str | Path = "dvc.yaml", dvc_lock: str | Path = "dvc.lock") -> dict[str, str]:
+    """Hashes (from dvc.lock) of the upstream outputs this stage depends on, keyed by path."""
+    try:
+        stages = yaml.safe_load(Path(dvc_yaml).read_text()).get("stages", {})
+        lock = yaml.safe_load(Path(dvc_lock).read_text()).get("stages", {}) if Path(dvc_lock).exists() else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    base = stage.split("@")[0]
+    deps = [d for d in (stages.get(base, {}) or {}).get("deps", []) if isinstance(d, str) and "${" not in d]
+    outs: dict[str, str] = {}
+    for entry in lock.values():
+        for out in entry.get("outs", []) or []:
+            outs[out["path"]] = out.get("md5") or out.get("hash", "")
+    return {d: outs[d] for d in deps if d in outs}
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Any | None = None, experiment: str = "covidscan", tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """Start the MLflow run of one stage instance, nested under this repro's parent run.
+
+    Args:
+        stage: the DVC stage name (e.g. ``train_teacher@TS1-0``).
+        params: the typed config (flattened into MLflow params) or None.
+        experiment: MLflow experiment name.
+        tags: extra tags.
+
+    Yields:
+        The active mlflow.ActiveRun.
+    """
+    from covidscan.config import flatten
+
+    mlflow = _mlflow()
+    parent = parent_run_id(experiment)
+    exp_id = ensure_experiment(experiment)
+    commit = git_commit()
+    all_tags = {
+        STAGE_TAG: stage,
+        "covidscan.git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        PARENT_TAG + ".child": repro_id(),
+        **{f"dvc.dep.{k}": v for k, v in dvc_dep_hashes(stage).items()},
+        **(tags or {}),
+    }
+    with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, nested=True, tags=all_tags) as run:
+        if params is not None:
+            flat = flatten(params)
+            items = list(flat.items())
+            for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+                mlflow.log_params({k: (str(v)[:6000]) for k, v in items[i : i + 100]})
+        yield run
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log numeric metrics on the active run (non-finite values are skipped with a debug note)."""
+    import math
+
+    mlflow = _mlflow()
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file or a folder as an artifact of the active run."""
+    mlflow = _mlflow()
+    path = Path(path)
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+    elif path.exists():
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_table_input(path: str | Path, name: str, context: str) -> str:
+    """Record a Parquet/CSV table as a dataset input of the active run (with a content digest)."""
+    import pandas as pd
+
+    mlflow = _mlflow()
+    path = Path(path)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    dataset = mlflow.data.from_pandas(df, source=str(path), name=name, digest=digest)
+    mlflow.log_input(dataset, context=context)
+    return digest
+
+
+def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
+    """Log a JSON-able mapping as an artifact."""
+    mlflow = _mlflow()
+    mlflow.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+
+def log_figure(fig: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure as a PNG artifact."""
+    _mlflow().log_figure(fig, artifact_file)
