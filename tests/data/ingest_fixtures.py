@@ -99,7 +99,8 @@ def _base(modality: str, patient_id: str, study_uid: str, series_uid: str, insta
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     if burned_in is not None:
-        ds.BurnedInAnnotation = burned_in
+        with pydicom.config.disable_value_validation():
+            ds.BurnedInAnnotation = burned_in
     _identify(ds, patient_id, sentinels)
     if "FrameOfReferenceUID" not in ds:
         ds.FrameOfReferenceUID = f"{study_uid}.9"

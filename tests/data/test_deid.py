@@ -17,10 +17,11 @@ from covidscan.data.deid import (
     is_burned_in,
     load_salt,
     pseudonym,
+    quiet_header_values,
     technical_meta,
 )
 from covidscan.errors import ConfigError
-from ingest_fixtures import (
+from tests.data.ingest_fixtures import (
     CURVE_SENTINEL,
     NESTED_SENTINEL,
     OVERLAY_SENTINEL,
@@ -98,7 +99,8 @@ def test_technical_meta_is_a_whitelist(identified):
 @pytest.mark.parametrize(("value", "expected"), [("YES", True), ("yes ", True), ("NO", False), (None, False)])
 def test_is_burned_in(tmp_path, value, expected):
     ds = pydicom.dcmread(write_xray(tmp_path / "b.dcm", patient_id="P", study_uid=f"{UID_ROOT}.2", burned_in=value))
-    assert is_burned_in(ds) is expected
+    with quiet_header_values():  # 'yes ' is not a valid CS value; read it anyway
+        assert is_burned_in(ds) is expected
 
 
 def test_load_salt_from_env(monkeypatch):

@@ -18,7 +18,7 @@ import pytest
 from covidscan.config import DataConfig, SourceSpec
 from covidscan.data import manifest as mf
 from covidscan.data.ingest import ingest
-from ingest_fixtures import (
+from tests.data.ingest_fixtures import (
     CURVE_SENTINEL,
     INVALID_SENTINELS,
     NESTED_SENTINEL,

@@ -21,13 +21,13 @@ from covidscan.data import manifest as mf
 from covidscan.data.ingest import ingest
 from covidscan.data.sources import get_adapter
 
-_CANDIDATES = (Path(__file__).resolve().parents[3] / "shared" / "realdata-dev", Path("/work/shared/realdata-dev"))
-REALDATA = next((p for p in _CANDIDATES if p.is_dir()), None)
+from tests.conftest import REALDATA
+
 SALT = b"realdata-test-salt-0123456789abcdef"
 
 pytestmark = [
     pytest.mark.realdata,
-    pytest.mark.skipif(REALDATA is None, reason="../shared/realdata-dev is absent"),
+    pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata-dev is absent"),
 ]
 
 

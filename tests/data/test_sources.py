@@ -18,7 +18,7 @@ from covidscan.data.sources import ADAPTERS, get_adapter
 from covidscan.data.sources.covidct import patient_group
 from covidscan.data.sources.labels import map_label
 from covidscan.errors import ConfigError, DataError
-from ingest_fixtures import UID_ROOT, write_xray
+from tests.data.ingest_fixtures import UID_ROOT, write_xray
 
 SALT = b"sources-test-salt-0123456789abcdef"
 

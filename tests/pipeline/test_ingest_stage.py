@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 import yaml
 
 from covidscan.data import manifest as mf
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "data"))
-from ingest_fixtures import UID_ROOT, write_hospital_export  # noqa: E402
+from tests.conftest import ROOT
+from tests.data.ingest_fixtures import UID_ROOT, write_hospital_export
 
 
 def _env(**extra: str) -> dict[str, str]:
