@@ -112,7 +112,7 @@ def test_load_salt_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("COVIDSCAN_TEST_SALT", raising=False)
     with pytest.raises(ConfigError, match="COVIDSCAN_TEST_SALT") as err:
         load_salt(DeidConfig(salt_env="COVIDSCAN_TEST_SALT", salt_file=str(tmp_path / "nope")))
-    assert "salt-init" in str(err.value)
+    assert "salt init" in str(err.value)
 
 
 def test_init_salt_creates_private_file_and_load_reads_it(monkeypatch, tmp_path):

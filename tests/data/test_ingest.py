@@ -209,3 +209,17 @@ def test_unreadable_file_is_quarantined_not_fatal(export, tmp_path, caplog):
     q = mf.read_table(tmp_path / "ingest" / mf.QUARANTINE_FILE, mf.QUARANTINE_SCHEMA)
     assert summary.n_records == 3 and sorted(q.reason) == ["burned_in_annotation", "unreadable_header"]
     assert "broken" not in caplog.text
+
+
+def test_single_frame_ct_file_is_a_one_slice_volume(tmp_path):
+    from tests.data.ingest_fixtures import write_ct_series
+
+    root = tmp_path / "export"
+    write_ct_series(root / "dicom" / "one", patient_id="P7", study_uid=f"{UID_ROOT}.7", n_slices=1, thickness=5.0)
+    (root / "labels.csv").write_text("path,label,modality\ndicom/one/slice_000.dcm,covid19,ct\n")
+    spec = SourceSpec(name="h", adapter="hospital", location=str(root))
+    summary = ingest([spec], DataConfig(), tmp_path / "out", salt=SALT, progress=False)
+    row = mf.read_manifest(summary.out_dir).iloc[0]
+    vol = np.load(summary.out_dir / row.array_path)
+    assert vol.dtype == np.int16 and vol.shape == (1, 16, 16) and int(vol[0, 0, 0]) == 0
+    assert (row.kind, row.n_slices, row.spacing_slice) == ("ct_volume", 1, 5.0)

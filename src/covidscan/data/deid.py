@@ -259,7 +259,7 @@ def load_salt(cfg: DeidConfig) -> bytes:
         if not path.is_file():
             raise ConfigError(
                 f"no pseudonymisation salt: set the environment variable {cfg.salt_env} or create the file "
-                f"{path} (data.deid.salt_file) with `covidscan salt-init`; keep it outside the repository and MLflow"
+                f"{path} (data.deid.salt_file) with `covidscan salt init`; keep it outside the repository and MLflow"
             )
         where = _forbidden_location(path)
         if where:

@@ -61,10 +61,29 @@ def image_loader(path: Path, limits: DicomLimits) -> Callable[[], Loaded]:
     return load
 
 
+def _single_frame(path: Path, limits: DicomLimits) -> Loaded | None:
+    """A single-frame CT file as a one-slice volume, or None when the file has several frames."""
+    header = dicom.read_header(path, limits)
+    if int(header.get("NumberOfFrames", 1) or 1) > 1:
+        return None
+    img = dicom.read_image(path, limits)
+    hu = np.clip(np.rint(img.pixels), -32768, 32767).astype(np.int16)[None]
+    try:
+        dz = float(header.get("SpacingBetweenSlices") or header.get("SliceThickness") or math.nan)
+    except (TypeError, ValueError):
+        dz = math.nan
+    return Loaded(array=hu, spacing=(dz, float(img.spacing[0]), float(img.spacing[1])), meta=dict(img.meta))
+
+
 def series_loader(path: Path, limits: DicomLimits) -> Callable[[], Loaded]:
-    """Loader for a CT series (folder of slices or multi-frame file): int16 HU (z, y, x)."""
+    """Loader for a CT series: int16 HU (z, y, x) from a folder of slices or a multi-frame file; a
+    single-frame CT file becomes a one-slice volume."""
 
     def load() -> Loaded:
+        if path.is_file():
+            single = _single_frame(path, limits)
+            if single is not None:
+                return single
         vol = dicom.read_series(path, limits)
         return Loaded(
             array=np.ascontiguousarray(vol.hu, dtype=np.int16),
