@@ -109,6 +109,38 @@ def inspect_command(
     for path in paths:
         out.print(inspect_path(path, limits).render(), highlight=False, soft_wrap=True)
 
+salt_app = typer.Typer(help="The de-identification salt (kept outside the repository and MLflow).", no_args_is_help=True)
+app.add_typer(salt_app, name="salt")
+
+
+@salt_app.command("init")
+@user_errors
+def salt_init(
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing salt file (every pseudonym changes).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when a salt is already there.")] = False,
+) -> None:
+    """Create the salt file (data.deid.salt_file, mode 0600) unless a salt is already set; idempotent."""
+    import os
+
+    from covidscan.config import DeidConfig, load_params
+    from covidscan.data.deid import init_salt, load_salt, salt_path
+
+    cfg = load_params(params, profile=profile).data.deid if params.is_file() else DeidConfig()
+    if not force and os.environ.get(cfg.salt_env):
+        load_salt(cfg)  # validates it (length)
+        if not quiet:
+            out.print(f"salt set by the environment variable {cfg.salt_env}; nothing to do")
+        return
+    if not force and salt_path(cfg).is_file():
+        load_salt(cfg)  # validates location, permissions and length
+        if not quiet:
+            out.print(f"salt file {salt_path(cfg)} already exists; nothing to do (--force replaces it)")
+        return
+    path = init_salt(cfg, force=force)
+    out.print(f"salt written to {path} (mode 0600); keep it outside the repository and MLflow, and back it up")
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -58,12 +58,20 @@ class SynthConfig(Section):
 
 
 class SourceSpec(Section):
-    """One data source of the hybrid dataset: an adapter reading a location into the manifest."""
+    """One data source of the hybrid dataset: an adapter reading a location into the manifest.
+
+    ``name`` is the manifest's ``source`` unless the layout carries its own per-row source;
+    ``centre``/``origin`` are defaults for rows that do not say. ``options`` are adapter-specific
+    (each adapter rejects keys it does not know; docs/DATA.md lists them).
+    """
 
     name: str
-    adapter: str
+    adapter: Literal["hospital", "synthetic", "ccd", "covidct", "rsna", "luna16", "imagefolder", "csv"]
     location: str
     centre: str | None = None
+    origin: Literal["public", "hospital"] | None = None  # None: the adapter's default
+    max_records: int | None = Field(None, ge=1)  # development: ingest only the first N records
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class DicomLimits(Section):
@@ -84,7 +92,9 @@ class DeidConfig(Section):
     """De-identification at ingest (PS3.15 Basic Profile as the reference)."""
 
     salt_env: str = "COVIDSCAN_SALT"
-    salt_file: str = "~/.config/covidscan/salt"
+    salt_file: str = "~/.config/covidscan/salt"  # outside the repository and outside MLflow
+    min_salt_chars: int = Field(16, ge=8)
+    quarantine_burned_in: bool = True  # BurnedInAnnotation == YES: not ingested, listed in quarantine
 
 
 class DataConfig(Section):

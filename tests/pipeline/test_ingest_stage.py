@@ -1,0 +1,53 @@
+"""The `ingest` DVC stage entry point, run as DVC runs it (a subprocess), on a tiny hospital export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import yaml
+
+from covidscan.data import manifest as mf
+
+from tests.conftest import ROOT
+from tests.data.ingest_fixtures import UID_ROOT, write_hospital_export
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1", **extra}
+    return env
+
+
+def test_stage_writes_the_ingest_folder(tmp_path):
+    export = write_hospital_export(tmp_path / "export", [
+        {"rel": "dicom/a.dcm", "modality": "xray", "label": "covid19", "patient_id": "P1", "study_uid": f"{UID_ROOT}.1"},
+        {"rel": "dicom/ct1", "modality": "ct", "label": "normal", "patient_id": "P2", "study_uid": f"{UID_ROOT}.2"},
+    ])
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {
+        "sources": [{"name": "hosp", "adapter": "hospital", "location": str(export), "centre": "centre_a"}],
+        "deid": {"salt_env": "COVIDSCAN_STAGE_TEST_SALT"},
+    }}))
+    out = tmp_path / "ingest"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.ingest", "--params", str(params), "--out", str(out), "--no-progress"],
+                          cwd=ROOT, env=_env(COVIDSCAN_STAGE_TEST_SALT="stage-test-salt-0123456789"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    df = mf.read_manifest(out)
+    assert sorted(df.kind) == ["ct_volume", "xray"] and set(df.centre) == {"centre_a"}
+    assert "2 records, 0 quarantined" in proc.stdout
+    assert "P1" not in proc.stdout + proc.stderr
+
+
+def test_stage_without_salt_fails_with_one_clear_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {
+        "sources": [{"name": "hosp", "adapter": "hospital", "location": str(tmp_path)}],
+        "deid": {"salt_env": "COVIDSCAN_STAGE_NO_SALT", "salt_file": str(tmp_path / "nosalt")},
+    }}))
+    env = _env()
+    env.pop("COVIDSCAN_STAGE_NO_SALT", None)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.ingest", "--params", str(params), "--out", str(tmp_path / "o")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "COVIDSCAN_STAGE_NO_SALT" in proc.stderr and "Traceback" not in proc.stderr
