@@ -1,0 +1,1 @@
+"""Data: DICOM reading, de-identification, synthetic data, sources, manifest, splits."""
