@@ -41,6 +41,7 @@ from covidscan.data.synth.scales import SCALES, ScaleSpec
 from covidscan.data.synth.sources import CLASS_ORDER, SOURCES, SynthSource, source_table
 from covidscan.data.synth.truth import (
     ANNOTATORS,
+    CLINICAL,
     INDICATORS,
     READERS,
     Box,
@@ -490,8 +491,6 @@ def _ground_truth(plan: DatasetPlan, cases: dict[str, dict]) -> dict:
             "realised_sensitivity": _round(float(calls[labels].mean())) if labels.any() else None,
             "realised_specificity": _round(float(1 - calls[~labels].mean())) if (~labels).any() else None,
         }
-    from covidscan.data.synth.truth import CLINICAL
-
     return {
         "generator_version": GENERATOR_VERSION,
         "seed": plan.config.seed,
