@@ -1,1 +1,0 @@
-"""Data: DICOM reading, de-identification, synthetic data, sources, manifest, splits."""
