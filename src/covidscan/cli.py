@@ -141,6 +141,35 @@ def salt_init(
     path = init_salt(cfg, force=force)
     out.print(f"salt written to {path} (mode 0600); keep it outside the repository and MLflow, and back it up")
 
+@command()
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset root to write (empty, absent, or a previous synthetic dataset).")] = Path("data/raw/synthetic"),
+    scale: Annotated[str | None, typer.Option("--scale", help="tiny | demo | paper (default: synth.scale of --params).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default: synth.seed of --params).")] = None,
+    params: Annotated[Path, typer.Option("--params", help="params.yaml to read synth settings from, if it exists.")] = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Write the synthetic hybrid DICOM dataset (hospital-export layout) with known ground truth."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from covidscan.config import SynthConfig, load_params
+    from covidscan.data.synth import generate
+    from covidscan.errors import ConfigError
+
+    cfg = load_params(params, profile=profile).synth if params.is_file() else SynthConfig(scale="demo")
+    overrides = {k: v for k, v in {"scale": scale, "seed": seed}.items() if v is not None}
+    try:
+        cfg = SynthConfig.model_validate({**cfg.model_dump(), **overrides})
+    except ValueError as err:
+        raise ConfigError(f"synth options: {err}") from None
+    with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("cases", total=None)
+        summary = generate(cfg, out_dir, on_case=lambda done, total: bar.update(task, completed=done, total=total))
+    out.print(
+        f"{summary.out}: {summary.n_xray} X-rays, {summary.n_ct} CT volumes, {summary.n_files} DICOM files "
+        f"(scale {cfg.scale}, seed {cfg.seed})"
+    )
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -55,6 +55,10 @@ class SynthConfig(Section):
 
     scale: Literal["tiny", "demo", "paper"] = "paper"
     seed: int = 0
+    xray_size: int | None = Field(None, ge=16)  # None: the scale's size (tiny 64, demo 128, paper 512)
+    ct_size: int | None = Field(None, ge=16)  # None: the scale's in-plane size (tiny 64, demo 96, paper 512)
+    clinical_correlation: float = Field(0.85, ge=0, le=1)  # assumed: |r| of each indicator with lesion burden
+    rtpcr_negative_fraction: float = Field(0.15, ge=0, le=1)  # assumed: covid19 cases whose first RT-PCR was negative
 
 
 class SourceSpec(Section):
