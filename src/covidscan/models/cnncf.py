@@ -60,9 +60,13 @@ def check_stage_sizes(
         out = block.output_size(size)
         if (block.stride > 1 and min(size) < block.stride) or min(out) < 1:
             shown = "x".join(str(n) for n in size)
+            strides = [f"{stride_params[0]}={stage.blocks_a[0].stride}"]
+            if stage.blocks_b:
+                strides.append(f"{stride_params[1]}={stage.blocks_b[0].stride}")
             raise ModelConfigError(
                 f"{owner}: {stage_name} {kind} {idx} ({param}={block.stride}) would get a {shown} feature map and shrink it "
-                f"below 1x1 for input_size={'x'.join(str(n) for n in input_size)}; lower {param}, the block counts (M, L, N, Q) or use a larger input"
+                f"below 1x1 for input_size={'x'.join(str(n) for n in input_size)}; lower {' or '.join(reversed(strides))}, "
+                "the block counts (M, L, N, Q) or use a larger input"
             )
         size = out
     return size
