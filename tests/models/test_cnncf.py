@@ -88,7 +88,7 @@ def test_teacher_architectures(name, mln, bottleneck):
     assert len(cfg.widths_stage1) == cfg.M and len(cfg.widths_stage2) == cfg.N
     with torch.device("meta"):
         model = CNNCF.from_config(cfg, num_classes=2, in_channels=3, input_size=512)
-    stage1 = model.stage1[0]
+    stage1 = model.stages1[0]
     assert len(stage1.blocks_a) == mln[0] and len(stage1.blocks_b) == mln[1]
     assert len(model.stage2.blocks_a) == mln[2] and len(model.stage2.blocks_b) == 1
     assert all(isinstance(b, BottleneckResBlockA) == bottleneck for b in [*stage1.blocks_a, *model.stage2.blocks_a])
@@ -140,7 +140,7 @@ def test_closed_gate_zeroes_stage2_and_only_stage1_and_aux_learn():
         assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
     head_w = model.head[-1].weight
     assert head_w.grad is None or torch.count_nonzero(head_w.grad) == 0
-    for name, p in [*model.stem.named_parameters(), *model.stage1.named_parameters(), *model.gates.named_parameters()]:
+    for name, p in [*model.stem.named_parameters(), *model.stages1.named_parameters(), *model.gates.named_parameters()]:
         assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
     # in eval mode the gate is open: stage II contributes
     model.eval()
@@ -197,3 +197,12 @@ def test_refusal_is_exactly_at_the_limit():
     assert CNNCF(**SMALL, input_size=33).feature_shapes["stage2"] == (16, 1, 1)
     with pytest.raises(ModelConfigError):
         CNNCF(**SMALL, input_size=32)
+
+
+def test_stage1_method_is_the_stage1_output():
+    model = CNNCF(**SMALL, input_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f1 = model.stage1(x)
+        assert torch.equal(f1, model.forward_features(x)["stage1"][-1])
+    assert tuple(f1.shape[1:]) == model.feature_shapes["stage1"]

@@ -60,6 +60,10 @@ def test_build_model_labels_threshold_and_ct_stack(small_cfg):
     assert model.input_spec.kind == "ct_stack" and model.input_spec.shape == (12, 32, 32)
     assert model.threshold == 0.3
     assert model(torch.rand(2, 12, 32, 32)).shape == (2, 3)
+    model.threshold = 0.7
+    assert model.model_card()["threshold"] == 0.7
+    with pytest.raises(ValueError):
+        model.threshold = 1.2
     with pytest.raises(ModelConfigError, match="class_labels"):
         build_model("student", small_cfg(), input_size=32, num_classes=2, class_labels=["a", "b", "c"])
     with pytest.raises(ModelConfigError, match="threshold"):
@@ -191,3 +195,16 @@ def test_cli_models_table(tmp_path):
     assert result.exit_code == 0 and "refused" not in result.output, result.output
     result = runner.invoke(app, ["models", "--params", str(path), "--profile", "nope"])
     assert result.exit_code != 0
+
+
+@pytest.mark.parametrize("name,input_size", [("student", 64), ("TS3", 64), ("csacnet", (8, 32, 32)), ("resnet3d", (8, 32, 32))])
+def test_gradcam_targets_the_last_stage(name, input_size, small_cfg):
+    from monai.visualize import GradCAM
+
+    model = build_model(name, small_cfg(), input_size=input_size).eval()
+    assert model.target_layer in dict(model.named_modules())
+    cam = GradCAM(nn_module=model, target_layers=model.target_layer)
+    x = _batch(model)
+    heat = cam(x)
+    assert heat.shape == (2, 1, *model.input_spec.size)
+    assert torch.isfinite(heat).all()

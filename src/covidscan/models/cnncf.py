@@ -6,6 +6,9 @@ CNNCF = [CT front] + stem + Q x (stage I + Control Gate Block) + stage II + head
       -> stage I (M ResBlock-A, L ResBlock-B) -> CGB (aux logits)            (Q times)
       -> stage II (N ResBlock-A, 1 ResBlock-B) x gate -> GAP -> FC -> logits
 
+Modules: ``front``, ``stem``, ``stages1`` (Q stage I), ``gates`` (Q CGBs), ``stage2``, ``head``; methods
+``stage1(x)`` (F'), ``forward_features(x)`` (every intermediate), ``forward_with_aux(x)`` (training).
+
 The gate multiplies stage II's output (F'' = S2(F') x g). While it is closed (training mode) stage II is
 not run at all and contributes exactly zero, so only stage I and the auxiliary head learn (stage-wise
 training); in eval mode the gate is open. Sizes are checked at construction for the configured input.
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import Tensor, nn
 
@@ -138,7 +140,7 @@ class CNNCF(CardMixin, nn.Module):
         ModelConfigError: widths that do not match M/N, bad channels, or maps that would go below 1x1.
     """
 
-    target_layer = "stage2"  # Grad-CAM target: the last stage's output
+    target_layer = "stage2"  # Grad-CAM target (MONAI GradCAM target_layers): the last stage's output
 
     def __init__(
         self,
@@ -203,7 +205,7 @@ class CNNCF(CardMixin, nn.Module):
             stages1.append(stage)
             c = stage.out_channels
             gates.append(ControlGateBlock(c, num_classes, spatial_dims=spatial_dims, ths_sens=ths_sens, ths_count=ths_count))
-        self.stage1 = nn.ModuleList(stages1)
+        self.stages1 = nn.ModuleList(stages1)
         self.gates = nn.ModuleList(gates)
         self.stage2 = ResidualStage(c, [int(w) for w in widths_stage2], width_stage2_b, 1, bottleneck=bottleneck, bottleneck_ratio=bottleneck_ratio, **stage_kw)
         self.head = nn.Sequential(Pool[Pool.ADAPTIVEAVG, spatial_dims](1), nn.Flatten(1), nn.Linear(self.stage2.out_channels, num_classes))
@@ -211,7 +213,7 @@ class CNNCF(CardMixin, nn.Module):
         # Sizes at the configured input: refuse what cannot work, remember the feature shapes.
         s = tuple(conv_output_size(n, 3, 1, 1) for n in size)
         shapes: dict[str, tuple[int, ...]] = {"stem": (stem_width, *s)}
-        for q, stage in enumerate(self.stage1):
+        for q, stage in enumerate(self.stages1):
             s = check_stage_sizes(owner, f"stage I{'' if Q == 1 else f' (repetition {q + 1})'}", stage, s, ("stride_a", "stride_b"), size)
             shapes["stage1" if Q == 1 else f"stage1_{q + 1}"] = (stage.out_channels, *s)
         s = check_stage_sizes(owner, "stage II", self.stage2, s, ("stride_a", "stride_b"), size)
@@ -295,7 +297,7 @@ class CNNCF(CardMixin, nn.Module):
         feats: dict[str, Tensor | list[Tensor]] = {"stem": x}
         stage1_out: list[Tensor] = []
         aux: list[Tensor] = []
-        for q, stage in enumerate(self.stage1):
+        for q, stage in enumerate(self.stages1):
             x = stage(x) if q == 0 else self._gated(stage, self.gates[q - 1], x)
             stage1_out.append(x)
             aux.append(self.gates[q](x))
@@ -303,9 +305,12 @@ class CNNCF(CardMixin, nn.Module):
         feats.update(stage1=stage1_out, aux=aux, stage2=x, logits=self.head(x))
         return feats
 
-    def stage1_output(self, x: Tensor) -> Tensor:
-        """The last stage I output F' (before the gate)."""
-        return self.forward_features(x)["stage1"][-1]  # type: ignore[index]
+    def stage1(self, x: Tensor) -> Tensor:
+        """F' = the last stage I output (what the last gate's auxiliary head and stage II see)."""
+        x = self.stem(self.front(x))
+        for q, stage in enumerate(self.stages1):
+            x = stage(x) if q == 0 else self._gated(stage, self.gates[q - 1], x)
+        return x
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(logits, aux_logits) for training: aux_logits are the active gate's head (the only one if Q=1).
@@ -317,7 +322,4 @@ class CNNCF(CardMixin, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (batch, num_classes)."""
-        x = self.stem(self.front(x))
-        for q, stage in enumerate(self.stage1):
-            x = stage(x) if q == 0 else self._gated(stage, self.gates[q - 1], x)
-        return self.head(self._gated(self.stage2, self.gates[-1], x))
+        return self.head(self._gated(self.stage2, self.gates[-1], self.stage1(x)))

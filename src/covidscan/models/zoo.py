@@ -175,6 +175,7 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
         "state_dict": state,
     }
     _atomic_save(payload, path)
+    log.debug("saved %s (%d tensors) to %s", card.arch, len(state), path)
     return path
 
 
@@ -210,6 +211,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as err:
         raise DataError(f"{path}: weights do not match the saved configuration: {err}") from None
+    log.debug("loaded %s from %s", b["name"], path)
     return model.to(map_location).eval()
 
 
@@ -240,6 +242,7 @@ def export_model(model: nn.Module, path: str | Path, example: torch.Tensor | Non
         card = model.model_card() if hasattr(model, "model_card") else {}
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.export.save(program, str(path), extra_files={"card.json": json.dumps(card)})
+        log.debug("exported %s to %s", card.get("arch", type(model).__name__), path)
     finally:
         model.train(was_training)
     return path
