@@ -10,8 +10,8 @@ Modules: ``front``, ``stem``, ``stages1`` (Q stage I), ``gates`` (Q CGBs), ``sta
 ``stage1(x)`` (F'), ``forward_features(x)`` (every intermediate), ``forward_with_aux(x)`` (training).
 
 The gate multiplies stage II's output (F'' = S2(F') x g). While it is closed (training mode) stage II is
-not run at all and contributes exactly zero, so only stage I and the auxiliary head learn (stage-wise
-training); in eval mode the gate is open. Sizes are checked at construction for the configured input.
+not run at all and contributes exactly zero, and the main logits are the head's (detached) bias, so only
+stage I and the auxiliary head learn (stage-wise training); in eval mode the gate is open. Sizes are checked at construction for the configured input.
 """
 
 from __future__ import annotations
@@ -302,8 +302,16 @@ class CNNCF(CardMixin, nn.Module):
             stage1_out.append(x)
             aux.append(self.gates[q](x))
         x = self._gated(self.stage2, self.gates[-1], x)
-        feats.update(stage1=stage1_out, aux=aux, stage2=x, logits=self.head(x))
+        feats.update(stage1=stage1_out, aux=aux, stage2=x, logits=self._head(x))
         return feats
+
+    def _head(self, f2: Tensor) -> Tensor:
+        if self.training and not self.gate.is_open:
+            # Nothing passes a closed gate: the logits are the head's bias, constant, so neither stage II
+            # nor the head learns from the main loss until the gate opens (stage-wise training).
+            bias = self.head[-1].bias.detach()
+            return bias.unsqueeze(0).expand(f2.shape[0], -1).clone()
+        return self.head(f2)
 
     def stage1(self, x: Tensor) -> Tensor:
         """F' = the last stage I output (what the last gate's auxiliary head and stage II see)."""
@@ -315,11 +323,12 @@ class CNNCF(CardMixin, nn.Module):
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(logits, aux_logits) for training: aux_logits are the active gate's head (the only one if Q=1).
 
-        Loss: CE(logits) + lambda_aux * CE(aux_logits).
+        Loss: CE(logits) + lambda_aux * CE(aux_logits). While the gate is closed (training mode) the
+        logits are constant (no gradient), so the loss needs lambda_aux > 0 to train anything.
         """
         feats = self.forward_features(x)
         return feats["logits"], feats["aux"][self.active_gate_index()]  # type: ignore[index,return-value]
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (batch, num_classes)."""
-        return self.head(self._gated(self.stage2, self.gates[-1], self.stage1(x)))
+        return self._head(self._gated(self.stage2, self.gates[-1], self.stage1(x)))
