@@ -180,25 +180,26 @@ def _default_teacher_archs() -> dict[str, TeacherArch]:
 class CSACNetConfig(Section):
     """3D CSAC-Net (seed 004). The defaults reproduce the paper's layer counts: 39 plain 3D convolutions
     (stem 1 + residual modules 32 + projections 3 + subnet entries 3), 10 atrous convolutions, 3 baseline
-    max-pools (stem + before modules 3 and 4), 5 subnet max-pools and 3 FC layers (all layouts assumed).
+    max-pools (stem + before modules 3 and 4), 5 subnet max-pools and 3 FC layers. The arrangement is ours
+    (assumed): the paper gives only the counts.
     """
 
     base_width: int = Field(32, ge=1)
     cross_layers: int = Field(3, ge=1)
     blocks: list[int] = Field(default_factory=lambda: [3, 4, 6, 3])  # basic blocks per module (ResNet-34)
-    pooled_modules: list[int] = Field(default_factory=lambda: [2, 3])  # modules preceded by a max-pool
+    pooled_modules: list[int] = Field(default_factory=lambda: [2, 3])  # 0-based modules preceded by a max-pool
     stem_kernel: int = Field(3, ge=1)
-    stem_stride: list[int] = Field(default_factory=lambda: [1, 2, 2])  # (z, y, x): 5 mm slices are thick
-    dilations: list[int] = Field(default_factory=lambda: [2, 4])  # atrous convs per subnet unit
+    stem_stride: list[int] = Field(default_factory=lambda: [1, 2, 2])  # (z, y, x) or [s]: 5 mm slices are thick
+    dilations: list[int] = Field(default_factory=lambda: [2, 4])  # one atrous conv each, per subnet max-pool
     subnet_width: int | None = None  # None: base_width
-    fc_hidden: list[int] | None = None  # two hidden FC widths; None: (8, 2) x base_width
+    fc_hidden: list[int] | None = None  # hidden FC widths (len + 1 FC layers); None: (8, 2) x base_width
     resnet3d_layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])  # MONAI baseline (ResNet-18)
 
 
 class ModelsConfig(Section):
     cnncf: CNNCFConfig = Field(default_factory=CNNCFConfig)
     teachers: list[str] = Field(default_factory=lambda: ["TS1", "TS2", "TS3", "TS4"])
-    teacher_archs: dict[str, TeacherArch] = Field(default_factory=_default_teacher_archs)
+    teacher_archs: dict[str, TeacherArch] = Field(default_factory=_default_teacher_archs)  # (code) TS1-TS4
     cnnrf_width: int = Field(512, ge=1)  # CNNRF stage II width; regressor Linear1/2 = width/2, width/4
     csacnet: CSACNetConfig = Field(default_factory=CSACNetConfig)
 
