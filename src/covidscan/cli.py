@@ -170,6 +170,36 @@ def synth(
         f"(scale {cfg.scale}, seed {cfg.seed})"
     )
 
+@command("models")
+def models(
+    params: Annotated[Path | None, typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present, else built-in defaults).")] = None,
+    profile: ProfileOption = None,
+    num_classes: Annotated[int, typer.Option("--num-classes", min=1, help="Classes of the classifiers.")] = 2,
+) -> None:
+    """List every network with its input, parameter count, forward GFLOPs (batch 1) and output shape."""
+    from rich.table import Table
+
+    from covidscan.config import Params, load_params
+    from covidscan.models.zoo import summary_rows
+
+    if params is None and not Path("params.yaml").is_file():
+        p = Params() if profile in (None, "paper") else load_params(Path("params.yaml"), profile=profile)
+        source = "built-in defaults"
+    else:
+        p = load_params(params or Path("params.yaml"), profile=profile)
+        source = f"{params or 'params.yaml'} (profile '{p.profile}')"
+    rows = summary_rows(p.models, p.preprocess, num_classes=num_classes)
+    table = Table(title=f"covidscan networks: {source}")
+    for col, justify in (("model", "left"), ("input", "left"), ("parameters", "right"), ("GFLOPs", "right"), ("output", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        shape = "x".join(str(n) for n in r["input_shape"])
+        if r["error"]:
+            table.add_row(r["name"], shape, "-", "-", f"[red]refused: {r['error']}[/]")
+        else:
+            table.add_row(r["name"], shape, f"{r['params']:,}", f"{r['gflops']:.3f}", str(tuple(r["output_shape"])))
+    out.print(table)
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

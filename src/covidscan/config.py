@@ -150,7 +150,13 @@ class PreprocessConfig(Section):
 
 # --------------------------------------------------------------------------- models (issue 5)
 class CNNCFConfig(Section):
-    """CNNCF hyper-parameters; defaults are the paper's (Q, L, M, N) = (1, 1, 2, 2)."""
+    """CNNCF hyper-parameters; defaults are the paper's (Q, L, M, N) = (1, 1, 2, 2).
+
+    Widths (assumed, SPEC.md section 3): stage I 64->128->256 (ResBlock-B 256), stage II 256->512->512
+    (ResBlock-B 512), so a 512x512 input gives 64x64x256 after stage I and 8x8x512 after stage II.
+    ``widths_stage1`` needs M entries and ``widths_stage2`` N entries (the teachers stretch or cut
+    them to their own M/N, see ``models.teacher_archs``).
+    """
 
     Q: int = Field(1, ge=1)
     L: int = Field(1, ge=0)
@@ -161,22 +167,66 @@ class CNNCFConfig(Section):
     width_stage1_b: int = 256
     widths_stage2: list[int] = Field(default_factory=lambda: [512, 512])
     width_stage2_b: int = 512
-    stride_b: int = Field(2, ge=1)
+    stride_a: int = Field(2, ge=1)  # ResBlock-A stride (paper: 2)
+    stride_b: int = Field(2, ge=1)  # ResBlock-B stride (paper: 2; small inputs need 1)
+    padding: int = Field(1, ge=0, le=1)  # pooling / first 3x3 conv padding of both blocks (paper: 1)
+    bottleneck: bool = False  # bottleneck ResBlock-A (teachers TS3/TS4 set it themselves)
+    bottleneck_ratio: int = Field(4, ge=1)  # assumed: bottleneck width = C_out / ratio (ResNet's 4)
     ths_sens: float = Field(0.9, ge=0, le=1)
     ths_count: int = Field(3, ge=1)
     lambda_aux: float = Field(1.0, ge=0)
 
 
+class TeacherArch(Section):
+    """A teacher's depth (code): (M, L, N) and whether its ResBlock-A is the bottleneck variant."""
+
+    M: int = Field(ge=1)
+    L: int = Field(ge=0)
+    N: int = Field(ge=1)
+    bottleneck: bool = False
+
+
+def _default_teacher_archs() -> dict[str, TeacherArch]:
+    return {
+        "TS1": TeacherArch(M=2, L=1, N=3),
+        "TS2": TeacherArch(M=2, L=2, N=2),
+        "TS3": TeacherArch(M=3, L=1, N=2, bottleneck=True),
+        "TS4": TeacherArch(M=3, L=2, N=2, bottleneck=True),
+    }
+
+
 class CSACNetConfig(Section):
+    """3D CSAC-Net (seed 004). The defaults reproduce the paper's layer counts: 39 plain 3D convolutions
+    (stem 1 + residual modules 32 + projections 3 + subnet entries 3), 10 atrous convolutions, 3 baseline
+    max-pools (stem + before modules 3 and 4), 5 subnet max-pools and 3 FC layers. The arrangement is ours
+    (assumed): the paper gives only the counts.
+    """
+
     base_width: int = Field(32, ge=1)
     cross_layers: int = Field(3, ge=1)
+    blocks: list[int] = Field(default_factory=lambda: [3, 4, 6, 3])  # basic blocks per module (ResNet-34)
+    pooled_modules: list[int] = Field(default_factory=lambda: [2, 3])  # 0-based modules preceded by a max-pool
+    stem_kernel: int = Field(3, ge=1)
+    stem_stride: list[int] = Field(default_factory=lambda: [1, 2, 2])  # (z, y, x) or [s]: 5 mm slices are thick
+    dilations: list[int] = Field(default_factory=lambda: [2, 4])  # one atrous conv each, per subnet max-pool
+    subnet_width: int | None = None  # None: base_width
+    fc_hidden: list[int] | None = None  # hidden FC widths (len + 1 FC layers); None: (8, 2) x base_width
+    resnet3d_layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])  # MONAI baseline (ResNet-18)
 
 
 class ModelsConfig(Section):
     cnncf: CNNCFConfig = Field(default_factory=CNNCFConfig)
     teachers: list[str] = Field(default_factory=lambda: ["TS1", "TS2", "TS3", "TS4"])
-    cnnrf_width: int = Field(512, ge=1)
+    teacher_archs: dict[str, TeacherArch] = Field(default_factory=_default_teacher_archs)  # (code) TS1-TS4
+    cnnrf_width: int = Field(512, ge=1)  # CNNRF stage II width; regressor Linear1/2 = width/2, width/4
     csacnet: CSACNetConfig = Field(default_factory=CSACNetConfig)
+
+    @model_validator(mode="after")
+    def _teachers_are_defined(self) -> "ModelsConfig":
+        unknown = [t for t in self.teachers if t not in self.teacher_archs]
+        if unknown:
+            raise ValueError(f"models.teachers names {unknown}, not among models.teacher_archs {sorted(self.teacher_archs)}")
+        return self
 
 
 # ------------------------------------------------------------------------- training (issue 6)
