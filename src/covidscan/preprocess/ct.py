@@ -36,8 +36,8 @@ def window_bounds(center: float, width: float) -> tuple[float, float]:
 def window_unit(hu: np.ndarray, center: float = -600.0, width: float = 2000.0) -> np.ndarray:
     """Clip HU to the window and scale linearly to float32 [0, 1] (low bound -> 0, high bound -> 1)."""
     lo, hi = window_bounds(center, width)
-    out = (np.asarray(hu, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out)
+    out = np.asarray((np.asarray(hu, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out) if out.ndim else np.clip(out, 0.0, 1.0)
 
 
 def window_uint8(hu: np.ndarray, center: float = -600.0, width: float = 2000.0) -> np.ndarray:
