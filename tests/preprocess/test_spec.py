@@ -45,3 +45,23 @@ def test_spec_records_colormap_and_groups():
     assert input_spec("xray", CFG.model_copy(update={"colormap": "bone"})).colormap == "bone"
     assert input_spec("ct_stack", CFG).channel_groups == 3
     assert input_spec("ct_stack", CFG).colormap is None
+
+
+def test_model_inputs_match_what_preprocess_manifest_stores(ingest_dir, tmp_path):
+    import pandas as pd
+
+    from covidscan.preprocess import model_inputs
+    from covidscan.preprocess.cache import preprocess_manifest
+
+    manifest = pd.read_parquet(ingest_dir / "manifest.parquet")
+    index = preprocess_manifest(manifest, ingest_dir, CFG, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    for rec, row in zip(manifest.itertuples(), index.itertuples()):
+        arrays = model_inputs(np.load(ingest_dir / rec.array_path), rec.kind, CFG, rec.spacing_slice)
+        np.testing.assert_array_equal(arrays[row.input_kind], np.load(tmp_path / "out" / row.image_path))
+        if rec.kind == "ct_volume":
+            np.testing.assert_array_equal(arrays["ct_volume"], np.load(tmp_path / "out" / row.volume_path))
+            spec = input_spec("ct_volume", CFG)
+            assert tuple(spec.to_tensor(arrays["ct_volume"]).shape) == spec.shape
+    assert set(model_inputs(np.zeros((4, 8, 8), np.int16), "ct_volume", CFG)) == {"ct_stack"}  # no spacing: no volume
+    with pytest.raises(DataError, match="unknown kind"):
+        model_inputs(np.zeros((4, 4)), "mri", CFG)

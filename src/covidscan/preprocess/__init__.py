@@ -10,7 +10,7 @@ The service imports these functions; it never re-implements them.
 """
 
 from covidscan.preprocess.ct import ct_stack, ct_volume, window_uint8, window_unit
-from covidscan.preprocess.spec import InputSpec, input_spec
+from covidscan.preprocess.spec import InputSpec, input_spec, model_inputs
 from covidscan.preprocess.xray import preprocess_2d, preprocess_ct_slice2d, preprocess_xray, pseudo_colour
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ct_stack",
     "ct_volume",
     "input_spec",
+    "model_inputs",
     "preprocess_2d",
     "preprocess_ct_slice2d",
     "preprocess_xray",

@@ -114,3 +114,32 @@ def input_spec(kind: str, cfg: PreprocessConfig) -> InputSpec:
         s = (3, cfg.crop_size, cfg.crop_size)
         return InputSpec(kind, s, s, "uint8", (0, 255), cfg.colormap, None, {"crop_size": cfg.crop_size, "colormap": cfg.colormap, **window, **norm, **interp})
     raise DataError(f"unknown input kind {kind!r}; expected one of {', '.join(INPUT_KINDS)}")
+
+
+def model_inputs(array: np.ndarray, kind: str, cfg: PreprocessConfig, spacing_slice: float = float("nan"), what: str = "image") -> dict[str, np.ndarray]:
+    """Every model input one ingest array yields, uncached: the entry point for serving.
+
+    Args:
+        array: ingest's array: float32 (rows, cols) for ``xray`` / ``ct_slice2d``; int16 HU (z, y, x)
+            for ``ct_volume``.
+        kind: the manifest kind (``xray``, ``ct_slice2d`` or ``ct_volume``).
+        cfg: the preprocessing parameters the model was trained with.
+        spacing_slice: slice spacing in mm (needed for ``ct_volume``'s 3D input).
+        what: name used in error messages.
+
+    Returns:
+        input_kind -> stored-layout array: ``{"xray": ...}``, ``{"ct_slice2d": ...}``, or
+        ``{"ct_stack": ..., "ct_volume": ...}`` (the volume only when the spacing is known).
+        Turn one into a model tensor with ``input_spec(input_kind, cfg).to_tensor(arr)``.
+    """
+    from covidscan.preprocess import ct as ct_mod
+    from covidscan.preprocess import xray as xray_mod
+
+    if kind in ("xray", "ct_slice2d"):
+        return {kind: xray_mod.preprocess_2d(array, cfg, kind=kind, what=what)}
+    if kind == "ct_volume":
+        out = {"ct_stack": ct_mod.ct_stack(array, cfg, what=what)}
+        if np.isfinite(spacing_slice) and spacing_slice > 0:
+            out["ct_volume"] = ct_mod.ct_volume(array, spacing_slice, cfg, what=what)
+        return out
+    raise DataError(f"{what}: unknown kind {kind!r}; expected xray, ct_slice2d or ct_volume")
