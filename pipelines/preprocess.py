@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{manifest_path}: not found (run the ingest stage first)")
         manifest = pd.read_parquet(manifest_path)
         index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir)
-        log.info("index: %d records (%s); cache hits %d, misses %d", len(index), index["input_kind"].value_counts().to_dict(), index.attrs["hits"], index.attrs["misses"])
+        counts = index["input_kind"].value_counts().to_dict()
+        log.info("index: %d records (%s); cache hits %d, misses %d", len(index), counts, index.attrs["hits"], index.attrs["misses"])
         if not args.no_figures:
             for path in write_figures(index, args.out_dir, args.figures_dir, params.preprocess, params.run.seed):
                 log.info("figure: %s", path)

@@ -43,7 +43,7 @@ def test_same_seed_same_sequence(cls, make):
     a, b = cls(PreprocessConfig(), seed=7), cls(PreprocessConfig(), seed=7)
     outs_a = [a(x) for _ in range(6)]
     outs_b = [b(x) for _ in range(6)]
-    for ya, yb in zip(outs_a, outs_b):
+    for ya, yb in zip(outs_a, outs_b, strict=True):
         assert torch.equal(ya, yb)
     # the stream is random: over several draws not every output is the same
     assert any(not torch.equal(outs_a[0], y) for y in outs_a[1:])

@@ -55,7 +55,7 @@ def test_model_inputs_match_what_preprocess_manifest_stores(ingest_dir, tmp_path
 
     manifest = pd.read_parquet(ingest_dir / "manifest.parquet")
     index = preprocess_manifest(manifest, ingest_dir, CFG, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
-    for rec, row in zip(manifest.itertuples(), index.itertuples()):
+    for rec, row in zip(manifest.itertuples(), index.itertuples(), strict=True):
         arrays = model_inputs(np.load(ingest_dir / rec.array_path), rec.kind, CFG, rec.spacing_slice)
         np.testing.assert_array_equal(arrays[row.input_kind], np.load(tmp_path / "out" / row.image_path))
         if rec.kind == "ct_volume":

@@ -158,7 +158,10 @@ class ArrayCache:
         return save_npy_atomic(self.path(key), array)
 
     def get_or_compute(
-        self, keys: Mapping[str, str], compute: Callable[[], Mapping[str, np.ndarray]], expect: Mapping[str, tuple[tuple[int, ...] | None, str | None]] | None = None
+        self,
+        keys: Mapping[str, str],
+        compute: Callable[[], Mapping[str, np.ndarray]],
+        expect: Mapping[str, tuple[tuple[int, ...] | None, str | None]] | None = None,
     ) -> dict[str, Path]:
         """Paths of several outputs computed together; ``compute`` runs only when one is missing.
 
@@ -306,7 +309,8 @@ def preprocess_manifest(
         if kind in ("xray", "ct_slice2d"):
             spec = specs[kind]
             side = spec.stored_shape[-1]
-            keys = {"image": cache_key(sha, kind, spec.params), "grey": cache_key(sha, f"{kind}/grey", {k: v for k, v in spec.params.items() if k != "colormap"})}
+            grey_params = {k: v for k, v in spec.params.items() if k != "colormap"}
+            keys = {"image": cache_key(sha, kind, spec.params), "grey": cache_key(sha, f"{kind}/grey", grey_params)}
 
             def compute_2d(kind: str = kind, side: int = side, what: str = what, load: Callable[[], np.ndarray] = load) -> dict[str, np.ndarray]:
                 grey = xray_mod.grey_2d(np.asarray(load()), cfg, side, what=what)

@@ -70,8 +70,12 @@ def resample_slices(volume: np.ndarray, n_slices: int) -> np.ndarray:
         return vol[[(z - 1) // 2]].copy()
     pos = np.linspace(0.0, z - 1, n_slices)
     lo = np.clip(np.floor(pos).astype(np.int64), 0, z - 2)
-    frac = (pos - lo).astype(vol.dtype).reshape((-1,) + (1,) * (vol.ndim - 1))
-    return vol[lo] * (1 - frac) + vol[lo + 1] * frac
+    frac = pos - lo
+    out = np.empty((n_slices, *vol.shape[1:]), dtype=vol.dtype)
+    for k in range(n_slices):  # slice by slice: peak memory stays at the output size
+        f = vol.dtype.type(frac[k])
+        out[k] = vol[lo[k]] * (1 - f) + vol[lo[k] + 1] * f
+    return out
 
 
 def resample_thickness(volume: np.ndarray, spacing_z: float, target_mm: float) -> tuple[np.ndarray, float]:

@@ -66,7 +66,7 @@ class InputSpec:
         if tuple(array.shape) != self.stored_shape or str(array.dtype) != self.dtype:
             raise DataError(f"{what}: expected {self.kind} {self.dtype} {self.stored_shape}, got {array.dtype} {tuple(array.shape)}")
 
-    def to_tensor(self, array: np.ndarray) -> "torch.Tensor":
+    def to_tensor(self, array: np.ndarray) -> torch.Tensor:
         """Stored array (one sample, or a batch with a leading dim) -> float32 tensor in [0, 1].
 
         uint8 kinds are divided by 255; ``ct_volume`` gains its channel axis.
