@@ -6,7 +6,7 @@ Reads ``data/interim/ingest/`` (manifest.parquet, annotations.parquet, the array
 ``data/processed/`` (index.parquet, crops.parquet, input_specs.json, the arrays; see
 covidscan.preprocess.cache) and ``reports/figures/preprocess/`` (Fig. 1a, Fig. 1b, PCA per modality).
 The content-hash cache lives in ``build/cache/preprocess/``, outside the DVC outs, so it survives
-``dvc repro -f``. Params read: ``preprocess`` (and ``run.seed`` for the PCA sampling).
+``dvc repro -f``. Params read: ``preprocess``, ``run.seed`` (PCA sampling) and ``run.num_workers`` (processes).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     parser.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: run.num_workers, at least 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if not manifest_path.is_file():
             raise DataError(f"{manifest_path}: not found (run the ingest stage first)")
         manifest = pd.read_parquet(manifest_path)
-        index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir)
+        workers = max(1, args.workers if args.workers is not None else params.run.num_workers)
+        index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir, workers=workers)
         counts = index["input_kind"].value_counts().to_dict()
         log.info("index: %d records (%s); cache hits %d, misses %d", len(index), counts, index.attrs["hits"], index.attrs["misses"])
         if not args.no_figures:

@@ -225,3 +225,13 @@ def test_no_temporary_files_left(ingest_dir, tmp_path):
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     assert os.listdir(tmp_path / "processed")
+
+
+def test_worker_processes_give_the_same_result(ingest_dir, tmp_path):
+    serial = _run(ingest_dir, tmp_path / "serial")
+    parallel = _run(ingest_dir, tmp_path / "parallel", workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert parallel.attrs == serial.attrs
+    for row in serial.itertuples():
+        np.testing.assert_array_equal(np.load(tmp_path / "serial/processed" / row.image_path), np.load(tmp_path / "parallel/processed" / row.image_path))
+    assert _run(ingest_dir, tmp_path / "parallel", workers=2).attrs["misses"] == 0

@@ -46,7 +46,7 @@ from covidscan.config import PreprocessConfig
 from covidscan.errors import DataError
 from covidscan.preprocess import ct as ct_mod
 from covidscan.preprocess import xray as xray_mod
-from covidscan.preprocess.spec import input_spec
+from covidscan.preprocess.spec import INPUT_KINDS, input_spec
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,7 @@ def preprocess_manifest(
     annotations: pd.DataFrame | None = None,
     link: Literal["hardlink", "copy"] = "hardlink",
     progress: bool = True,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Preprocess every manifest record into plain .npy files under ``out_dir`` (cached), plus an index.
 
@@ -246,6 +247,8 @@ def preprocess_manifest(
             exists. Only ``reader == "adjudicated"`` boxes become lesion crops.
         link: how output files are made from cache entries (hard link, falling back to a copy).
         progress: show a rich progress bar.
+        workers: processes working on records in parallel (1: in this process). Each record is
+            independent and every write is atomic, so workers only share the cache folder.
 
     Returns:
         The index (also written to ``<out_dir>/index.parquet``); ``df.attrs`` holds cache ``hits`` and
@@ -271,93 +274,42 @@ def preprocess_manifest(
     if unknown:
         log.warning("%d annotated record(s) are not in the manifest (first: %s); their boxes are ignored", len(unknown), unknown[0])
 
-    specs = {k: input_spec(k, cfg) for k in ("xray", "ct_slice2d", "ct_stack", "ct_volume", "lesion_crop")}
-    rows: list[dict[str, Any]] = []
-    crop_rows: list[dict[str, Any]] = []
-    records = list(manifest_df.to_dict("records"))
-    iterator: Any = records
-    if progress:
-        from rich.progress import track
+    jobs = [(rec, boxes_by_record.get(str(rec["record_id"]), [])) for rec in manifest_df.to_dict("records")]
+    results: list[tuple[dict[str, Any], list[dict[str, Any]], int, int]] = []
+    if workers <= 1:
+        iterator: Any = jobs
+        if progress:
+            from rich.progress import track
 
-        iterator = track(records, description="Preprocessing", total=len(records))
-    for rec in iterator:
-        rid = str(rec["record_id"])
-        what = f"record {rid}"
-        kind = str(rec["kind"])
-        fid = _file_id(rid)
-        src = ingest_dir / str(rec["array_path"])
-        if not src.is_file():
-            raise DataError(f"{what}: array file {src} not found")
+            iterator = track(jobs, description="Preprocessing", total=len(jobs))
+        for rec, boxes in iterator:
+            results.append(_preprocess_record(rec, boxes, ingest_dir, out_dir, cache.root, cfg, link))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        @functools.cache
-        def load(src: Path = src) -> np.ndarray:
-            return np.load(src, mmap_mode="r", allow_pickle=False)
+        # spawn, not fork: OpenCV's thread pool (and torch's, when loaded) do not survive a fork safely
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_preprocess_record, rec, boxes, ingest_dir, out_dir, cache.root, cfg, link) for rec, boxes in jobs]
+            waiting: Any = futures
+            if progress:
+                from rich.progress import track
 
-        given = rec.get("content_sha256")
-        sha = given if isinstance(given, str) and given else array_digest(load())
-        row: dict[str, Any] = {
-            "record_id": rid,
-            "modality": str(rec["modality"]),
-            "kind": kind,
-            "label": str(rec["label"]),
-            "grey_path": "",
-            "volume_path": "",
-            "crops_path": "",
-            "n_crops": 0,
-            "input_sha256": sha,
-        }
-        if kind in ("xray", "ct_slice2d"):
-            spec = specs[kind]
-            side = spec.stored_shape[-1]
-            grey_params = {k: v for k, v in spec.params.items() if k != "colormap"}
-            keys = {"image": cache_key(sha, kind, spec.params), "grey": cache_key(sha, f"{kind}/grey", grey_params)}
-
-            def compute_2d(kind: str = kind, side: int = side, what: str = what, load: Callable[[], np.ndarray] = load) -> dict[str, np.ndarray]:
-                grey = xray_mod.grey_2d(np.asarray(load()), cfg, side, what=what)
-                return {"grey": grey, "image": xray_mod.pseudo_colour(grey, cfg.colormap)}
-
-            paths = cache.get_or_compute(keys, compute_2d, {"image": (spec.stored_shape, spec.dtype), "grey": ((side, side), "uint8")})
-            row["input_kind"] = kind
-            row["image_path"] = str(place_file(paths["image"], out_dir / kind / f"{fid}.npy", link).relative_to(out_dir))
-            row["grey_path"] = str(place_file(paths["grey"], out_dir / "grey" / f"{fid}.npy", link).relative_to(out_dir))
-        elif kind == "ct_volume":
-            spacing = float(rec.get("spacing_slice", float("nan")))
-            sspec, vspec = specs["ct_stack"], specs["ct_volume"]
-            stack = cache.get_or_compute(
-                {"a": cache_key(sha, "ct_stack", sspec.params)},
-                lambda load=load, what=what: {"a": ct_mod.ct_stack(np.asarray(load()), cfg, what=what)},
-                {"a": (sspec.stored_shape, sspec.dtype)},
-            )["a"]
-            volume = cache.get_or_compute(
-                {"a": cache_key(sha, "ct_volume", vspec.params, {"spacing_slice": round(spacing, 6)})},
-                lambda load=load, what=what, spacing=spacing: {"a": ct_mod.ct_volume(np.asarray(load()), spacing, cfg, what=what)},
-                {"a": (vspec.stored_shape, vspec.dtype)},
-            )["a"]
-            row["input_kind"] = "ct_stack"
-            row["image_path"] = str(place_file(stack, out_dir / "ct_stack" / f"{fid}.npy", link).relative_to(out_dir))
-            row["volume_path"] = str(place_file(volume, out_dir / "ct_volume" / f"{fid}.npy", link).relative_to(out_dir))
-        else:
-            raise DataError(f"{what}: unknown kind {kind!r}; expected xray, ct_volume or ct_slice2d")
-
-        boxes = boxes_by_record.get(rid, [])
-        if boxes:
-            cspec = specs["lesion_crop"]
-            crop_path = cache.get_or_compute(
-                {"a": cache_key(sha, f"lesion_crop/{kind}", cspec.params, {"boxes": boxes})},
-                lambda load=load, kind=kind, boxes=boxes, what=what: {"a": _crops(load(), kind, boxes, cfg, what)},
-                {"a": ((len(boxes), *cspec.stored_shape), cspec.dtype)},
-            )["a"]
-            rel = str(place_file(crop_path, out_dir / "lesion_crop" / f"{fid}.npy", link).relative_to(out_dir))
-            row["crops_path"], row["n_crops"] = rel, len(boxes)
-            for i, (s, x0, y0, x1, y1) in enumerate(boxes):
-                crop_rows.append({"record_id": rid, "crop_index": i, "slice_index": s, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "crops_path": rel})
-        rows.append(row)
+                waiting = track(futures, description=f"Preprocessing ({workers} workers)", total=len(futures))
+            try:
+                results = [f.result() for f in waiting]
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    rows = [r[0] for r in results]
+    crop_rows = [c for r in results for c in r[1]]
+    cache.hits, cache.misses = sum(r[2] for r in results), sum(r[3] for r in results)
 
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS).astype({"n_crops": "int64"})
     crops = pd.DataFrame(crop_rows, columns=CROP_COLUMNS).astype({"crop_index": "int64", "slice_index": "int64"})
     _write_parquet_atomic(index, out_dir / "index.parquet")
     _write_parquet_atomic(crops, out_dir / "crops.parquet")
-    specs_json = {"version": PREPROCESS_VERSION, "specs": {k: s.to_dict() for k, s in specs.items()}}
+    specs_json = {"version": PREPROCESS_VERSION, "specs": {k: input_spec(k, cfg).to_dict() for k in INPUT_KINDS}}
     tmp = out_dir / f".input_specs.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(specs_json, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out_dir / "input_specs.json")
@@ -365,6 +317,91 @@ def preprocess_manifest(
     log.info("preprocessed %d records into %s (cache: %d hits, %d misses)", len(index), out_dir, cache.hits, cache.misses)
     index.attrs.update({"hits": cache.hits, "misses": cache.misses})
     return index
+
+
+def _preprocess_record(
+    rec: dict[str, Any],
+    boxes: list[tuple[int, float, float, float, float]],
+    ingest_dir: Path,
+    out_dir: Path,
+    cache_root: Path,
+    cfg: PreprocessConfig,
+    link: Literal["hardlink", "copy"],
+) -> tuple[dict[str, Any], list[dict[str, Any]], int, int]:
+    """One manifest record -> (index row, crop rows, cache hits, cache misses). Runs in a worker too."""
+    cache = ArrayCache(cache_root)
+    specs = {k: input_spec(k, cfg) for k in ("xray", "ct_slice2d", "ct_stack", "ct_volume", "lesion_crop")}
+    crop_rows: list[dict[str, Any]] = []
+    rid = str(rec["record_id"])
+    what = f"record {rid}"
+    kind = str(rec["kind"])
+    fid = _file_id(rid)
+    src = ingest_dir / str(rec["array_path"])
+    if not src.is_file():
+        raise DataError(f"{what}: array file {src} not found")
+
+    @functools.cache
+    def load() -> np.ndarray:  # opened (memory-mapped) only when some output is missing from the cache
+        return np.load(src, mmap_mode="r", allow_pickle=False)
+
+    given = rec.get("content_sha256")
+    sha = given if isinstance(given, str) and given else array_digest(load())
+    row: dict[str, Any] = {
+        "record_id": rid,
+        "modality": str(rec["modality"]),
+        "kind": kind,
+        "label": str(rec["label"]),
+        "grey_path": "",
+        "volume_path": "",
+        "crops_path": "",
+        "n_crops": 0,
+        "input_sha256": sha,
+    }
+    if kind in ("xray", "ct_slice2d"):
+        spec = specs[kind]
+        side = spec.stored_shape[-1]
+        grey_params = {k: v for k, v in spec.params.items() if k != "colormap"}
+        keys = {"image": cache_key(sha, kind, spec.params), "grey": cache_key(sha, f"{kind}/grey", grey_params)}
+
+        def compute_2d() -> dict[str, np.ndarray]:
+            grey = xray_mod.grey_2d(np.asarray(load()), cfg, side, what=what)
+            return {"grey": grey, "image": xray_mod.pseudo_colour(grey, cfg.colormap)}
+
+        paths = cache.get_or_compute(keys, compute_2d, {"image": (spec.stored_shape, spec.dtype), "grey": ((side, side), "uint8")})
+        row["input_kind"] = kind
+        row["image_path"] = str(place_file(paths["image"], out_dir / kind / f"{fid}.npy", link).relative_to(out_dir))
+        row["grey_path"] = str(place_file(paths["grey"], out_dir / "grey" / f"{fid}.npy", link).relative_to(out_dir))
+    elif kind == "ct_volume":
+        spacing = float(rec.get("spacing_slice", float("nan")))
+        sspec, vspec = specs["ct_stack"], specs["ct_volume"]
+        stack = cache.get_or_compute(
+            {"a": cache_key(sha, "ct_stack", sspec.params)},
+            lambda: {"a": ct_mod.ct_stack(np.asarray(load()), cfg, what=what)},
+            {"a": (sspec.stored_shape, sspec.dtype)},
+        )["a"]
+        volume = cache.get_or_compute(
+            {"a": cache_key(sha, "ct_volume", vspec.params, {"spacing_slice": round(spacing, 6)})},
+            lambda: {"a": ct_mod.ct_volume(np.asarray(load()), spacing, cfg, what=what)},
+            {"a": (vspec.stored_shape, vspec.dtype)},
+        )["a"]
+        row["input_kind"] = "ct_stack"
+        row["image_path"] = str(place_file(stack, out_dir / "ct_stack" / f"{fid}.npy", link).relative_to(out_dir))
+        row["volume_path"] = str(place_file(volume, out_dir / "ct_volume" / f"{fid}.npy", link).relative_to(out_dir))
+    else:
+        raise DataError(f"{what}: unknown kind {kind!r}; expected xray, ct_volume or ct_slice2d")
+
+    if boxes:
+        cspec = specs["lesion_crop"]
+        crop_path = cache.get_or_compute(
+            {"a": cache_key(sha, f"lesion_crop/{kind}", cspec.params, {"boxes": boxes})},
+            lambda: {"a": _crops(load(), kind, boxes, cfg, what)},
+            {"a": ((len(boxes), *cspec.stored_shape), cspec.dtype)},
+        )["a"]
+        rel = str(place_file(crop_path, out_dir / "lesion_crop" / f"{fid}.npy", link).relative_to(out_dir))
+        row["crops_path"], row["n_crops"] = rel, len(boxes)
+        for i, (s, x0, y0, x1, y1) in enumerate(boxes):
+            crop_rows.append({"record_id": rid, "crop_index": i, "slice_index": s, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "crops_path": rel})
+    return row, crop_rows, cache.hits, cache.misses
 
 
 def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
