@@ -27,7 +27,7 @@ def test_stage_writes_outputs_cache_and_figures(ingest_dir, tmp_path, monkeypatc
     )
     monkeypatch.chdir(project)
     stage = _stage()
-    assert stage.main([]) == 0
+    assert stage.main(["--workers", "1"]) == 0  # the worker pool is tested in test_cache.py
     index = pd.read_parquet("data/processed/index.parquet")
     assert len(index) == 5 and (project / "data/processed/input_specs.json").is_file()
     assert any(Path("build/cache/preprocess").rglob("*.npy"))
@@ -36,7 +36,7 @@ def test_stage_writes_outputs_cache_and_figures(ingest_dir, tmp_path, monkeypatc
     assert figures == ["fig1a_pseudo_colour.png", "fig1b_dimension_normalisation.png", "pca_ct.png"]
     # a forced rerun (DVC deletes the outs first) finds everything in the cache
     shutil.rmtree("data/processed")
-    assert stage.main(["--no-figures"]) == 0
+    assert stage.main(["--no-figures", "--workers", "1"]) == 0
     assert pd.read_parquet("data/processed/index.parquet").equals(index)
 
 
