@@ -136,16 +136,41 @@ class SplitsConfig(Section):
 
 
 class PreprocessConfig(Section):
+    """Preprocessing shared by training and serving (SPEC.md section 2; covidscan.preprocess)."""
+
+    # 2D path (X-ray, and CT slices published as PNG/JPEG): normalise to 0-255, resize, pseudo-colour
     xray_size: int = Field(512, ge=16)
-    colormap: str = "jet"  # any OpenCV colormap name, or "gray3"
+    colormap: str = "jet"  # any OpenCV colormap name (jet, turbo, bone, ...), or "gray3"; assumed jet
+    xray_normalise: Literal["minmax", "percentile"] = "minmax"  # paper: "normalised to 0-255"
+    xray_percentiles: tuple[float, float] = (0.5, 99.5)  # assumed; used when xray_normalise="percentile"
+    resize_interpolation: Literal["auto", "area", "linear", "cubic"] = "auto"  # assumed; auto: area down, linear up
+    # CT dimension normalisation (2D framework)
     ct_window_center: float = -600.0
     ct_window_width: float = Field(2000.0, gt=0)
     ct_slices: int = Field(300, ge=3, multiple_of=3)
     ct_size: int = Field(512, ge=16)
+    # CT volumes (3D CSAC-Net)
     volume_thickness_mm: float = Field(5.0, gt=0)
     volume_size: int = Field(512, ge=16)
-    volume_slices: int = Field(64, ge=4)
+    volume_slices: int = Field(64, ge=4)  # assumed: crop/pad depth after 5 mm resampling
+    volume_pad_hu: float = -1000.0  # assumed: air fills slices added by padding
     crop_size: int = Field(64, ge=8)  # CNNRF lesion crops (code)
+    # augmentation (training only; seed 004 for 3D, the authors' code for 2D)
+    aug_flip_prob: float = Field(0.5, ge=0, le=1)  # assumed, per flip axis
+    aug_rotate_deg: float = Field(15.0, ge=0, le=180)  # seed 004: +-15 degrees
+    aug_rotate_prob: float = Field(0.5, ge=0, le=1)  # assumed
+    aug_scale_range: tuple[float, float] = (0.9, 1.1)  # seed 004: random scaling 0.9-1.1
+    aug_scale_prob: float = Field(0.5, ge=0, le=1)  # assumed
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> "PreprocessConfig":
+        lo, hi = self.xray_percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"preprocess.xray_percentiles must satisfy 0 <= low < high <= 100, got {self.xray_percentiles}")
+        lo, hi = self.aug_scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"preprocess.aug_scale_range must satisfy 0 < low <= high, got {self.aug_scale_range}")
+        return self
 
 
 # --------------------------------------------------------------------------- models (issue 5)

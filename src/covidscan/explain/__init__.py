@@ -1,0 +1,1 @@
+"""Interpretability: Grad-CAM, lesion centres (DBSCAN), PCA, preprocessing figures."""

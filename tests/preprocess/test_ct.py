@@ -1,0 +1,144 @@
+"""CT: lung window, z resampling, dimension normalisation and 3D volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from covidscan.config import PreprocessConfig
+from covidscan.errors import DataError
+from covidscan.preprocess.ct import (
+    crop_or_pad,
+    ct_stack,
+    ct_volume,
+    resample_slices,
+    resample_thickness,
+    stack_groups,
+    window_bounds,
+    window_uint8,
+    window_unit,
+)
+
+
+def test_paper_window_bounds():
+    assert window_bounds(-600, 2000) == (-1600, 400)
+
+
+def test_window_exact_values():
+    hu = np.array([-3000, -1600, -600, 400, 2000], np.int16)
+    np.testing.assert_allclose(window_unit(hu), [0.0, 0.0, 0.5, 1.0, 1.0])
+    assert window_uint8(hu).tolist() == [0, 0, 128, 255, 255]  # -600 -> 127.5 -> rounds to 128
+    assert window_uint8(hu).dtype == np.uint8
+    # linear inside the window
+    np.testing.assert_allclose(window_unit(np.array([-1100.0, 100.0])), [0.25, 0.85], atol=1e-6)
+
+
+def test_window_other_parameters():
+    assert window_uint8(np.array([-160, 40, 240]), center=40, width=400).tolist() == [0, 128, 255]
+
+
+def test_resample_keeps_end_slices_and_linear_midpoints():
+    vol = np.stack([np.full((2, 2), v, np.float32) for v in (0.0, 10.0, 40.0)])
+    out = resample_slices(vol, 5)
+    assert out.shape == (5, 2, 2)
+    np.testing.assert_allclose(out[:, 0, 0], [0.0, 5.0, 10.0, 25.0, 40.0])
+    np.testing.assert_array_equal(out[0], vol[0])
+    np.testing.assert_array_equal(out[-1], vol[-1])
+
+
+def test_resample_down_and_integer_input():
+    vol = np.arange(7, dtype=np.int16)[:, None, None] * np.ones((1, 3, 3), np.int16)
+    out = resample_slices(vol, 4)  # positions 0, 2, 4, 6
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 1, 1], [0, 2, 4, 6])
+
+
+def test_resample_single_slice_is_repeated():
+    vol = np.full((1, 2, 2), 3.0, np.float32)
+    out = resample_slices(vol, 6)
+    assert out.shape == (6, 2, 2) and (out == 3.0).all()
+
+
+def test_resample_thickness_to_5mm():
+    vol = np.arange(21, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)  # 1 mm, 20 mm extent
+    out, spacing = resample_thickness(vol, 1.0, 5.0)
+    assert out.shape[0] == 5 and spacing == pytest.approx(5.0)
+    np.testing.assert_allclose(out[:, 0, 0], [0, 5, 10, 15, 20])
+    out, spacing = resample_thickness(vol, 1.0, 3.0)  # 20/3 -> 7 intervals, spacing 20/7
+    assert out.shape[0] == 8 and spacing == pytest.approx(20 / 7)
+
+
+@pytest.mark.parametrize("spacing", [float("nan"), 0.0, -1.0])
+def test_resample_thickness_needs_spacing(spacing):
+    with pytest.raises(DataError, match="spacing"):
+        resample_thickness(np.zeros((4, 2, 2)), spacing, 5.0)
+
+
+def test_crop_or_pad():
+    vol = np.arange(10, dtype=np.float32)[:, None, None]
+    np.testing.assert_array_equal(crop_or_pad(vol, 4, -1)[:, 0, 0], [3, 4, 5, 6])
+    padded = crop_or_pad(vol[:3], 6, -1)[:, 0, 0]
+    np.testing.assert_array_equal(padded, [-1, 0, 1, 2, -1, -1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, in_shape, expected",
+    [
+        ({"ct_slices": 9, "ct_size": 32}, (12, 40, 40), (9, 32, 32)),
+        ({"ct_slices": 30, "ct_size": 16}, (7, 36, 36), (30, 16, 16)),
+        ({"ct_slices": 3, "ct_size": 64}, (5, 40, 30), (3, 64, 64)),
+    ],
+)
+def test_ct_stack_shapes(kwargs, in_shape, expected, make_ct):
+    vol = make_ct(in_shape[0], in_shape[1])[:, :, : in_shape[2]]
+    out = ct_stack(vol, PreprocessConfig(**kwargs))
+    assert out.shape == expected and out.dtype == np.uint8
+
+
+def test_ct_stack_values_follow_the_window(make_ct):
+    vol = make_ct(12, 40)
+    cfg = PreprocessConfig(ct_slices=12, ct_size=40)  # same size: no resampling at all
+    out = ct_stack(vol, cfg)
+    np.testing.assert_array_equal(out, window_uint8(vol))
+    groups = stack_groups(out)
+    assert [g.shape[0] for g in groups] == [4, 4, 4]
+    np.testing.assert_array_equal(np.concatenate(groups), out)
+
+
+def test_stack_groups_paper_size():
+    groups = stack_groups(np.zeros((300, 2, 2), np.uint8))
+    assert [g.shape[0] for g in groups] == [100, 100, 100]
+    with pytest.raises(DataError):
+        stack_groups(np.zeros((10, 2, 2), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "kwargs, in_shape, spacing, expected",
+    [
+        ({"volume_slices": 8, "volume_size": 32}, (12, 40), 2.5, (8, 32, 32)),  # 27.5 mm -> 7 slices -> padded
+        ({"volume_slices": 4, "volume_size": 16}, (12, 40), 5.0, (4, 16, 16)),  # 12 slices -> cropped
+        ({"volume_slices": 6, "volume_size": 48, "volume_thickness_mm": 1.0}, (7, 36), 5.0, (6, 48, 48)),
+    ],
+)
+def test_ct_volume_shapes_dtype_range(kwargs, in_shape, spacing, expected, make_ct):
+    out = ct_volume(make_ct(*in_shape), spacing, PreprocessConfig(**kwargs))
+    assert out.shape == expected and out.dtype == np.float16
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_ct_volume_pads_with_air(make_ct):
+    cfg = PreprocessConfig(volume_slices=10, volume_size=20)
+    out = ct_volume(make_ct(3, 20), 5.0, cfg)  # 3 slices at 5 mm stay 3: 3 padded before, 4 after
+    air = np.float16(window_unit(np.float32(-1000)))
+    assert (out[:3] == air).all() and (out[-4:] == air).all()
+    assert not (out[3:6] == air).all()
+
+
+def test_ct_volume_needs_spacing(make_ct):
+    with pytest.raises(DataError, match="record c9"):
+        ct_volume(make_ct(4, 16), float("nan"), PreprocessConfig(), what="record c9")
+
+
+def test_ct_rejects_2d_input():
+    with pytest.raises(DataError, match="z, y, x"):
+        ct_stack(np.zeros((4, 4)), PreprocessConfig())
