@@ -227,7 +227,7 @@ def test_realdata_phash_joins_copies_and_keeps_distinct_images_apart(modality):
     import cv2
 
     meta = pd.read_csv(REALDATA / "manifest.csv")
-    sub = meta[meta["modality"] == modality].reset_index(drop=True)
+    sub = meta[meta["modality"] == modality].head(80).reset_index(drop=True)  # keep it quick
     threshold = SplitsConfig().phash_max_distance
     originals, copies = [], []
     for path in sub["path"]:

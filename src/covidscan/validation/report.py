@@ -120,6 +120,8 @@ def failure_from_result(suite: str, result: Any, max_examples: int) -> Failure:
             examples.append(" ".join(f"{k}={_fmt(v)}" for k, v in item.items()))
     elif res.get("partial_unexpected_list"):
         examples.extend(_fmt(v) for v in res["partial_unexpected_list"][:max_examples])
+    elif res.get("partial_missing_list"):
+        examples.append("missing: " + ", ".join(_fmt(v) for v in res["partial_missing_list"][:max_examples]))
     elif isinstance(res.get("observed_value"), list) and "value_set" in kwargs:
         missing = sorted(set(kwargs["value_set"]) - set(res["observed_value"]))
         examples.append(f"missing: {', '.join(map(str, missing))}" if missing else f"observed {_fmt(res['observed_value'])}")

@@ -73,7 +73,8 @@ def manifest_columns_check(manifest: pd.DataFrame, cfg: ValidationConfig, column
 
 def manifest_check(manifest: pd.DataFrame, cfg: ValidationConfig) -> Check:
     """Row-level checks of the manifest (only on the schema columns it has)."""
-    check = Check("manifest", manifest, index_columns=["record_id"] if "record_id" in manifest else [])
+    # GE takes the naming columns per checkpoint, not per expectation: array_path names the missing files
+    check = Check("manifest", manifest, index_columns=[c for c in ("record_id", "array_path") if c in manifest])
     has = set(manifest.columns)
 
     def add(column: str, expectation: gx.expectations.Expectation) -> None:
