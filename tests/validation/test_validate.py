@@ -127,7 +127,8 @@ def test_identifying_column(dirty, context):
     m = _manifest(root)
     m["PatientName"] = "DOE^JOHN"
     m.to_parquet(root / "manifest.parquet", index=False)
-    _fails(root, table, context, "no identifying column", "column=PatientName", "every manifest column is in the schema")
+    msg = _fails(root, table, context, "no identifying column", "column=PatientName", "every manifest column is in the schema")
+    assert "DOE" not in msg  # names the column, never echoes its values
 
 
 def test_missing_schema_column(dirty, context):
@@ -169,8 +170,9 @@ def test_pseudonym_and_report_without_raising(dirty, context):
     m.to_parquet(root / "manifest.parquet", index=False)
     report = _run(root, table, context, raise_on_failure=False)
     assert not report.success
-    failed = [f for f in report.failures if f.column == "patient_id"]
-    assert failed and failed[0].suite == "manifest" and "patient_id=Lung_Dx-A0002" in failed[0].line()
+    failed = [f for f in report.failures if f.column == "patient_id_pseudonymised"]
+    assert failed and failed[0].suite == "manifest" and f"record_id={m.loc[0, 'record_id']}" in failed[0].line()
+    assert "Lung_Dx" not in json.dumps(report.to_dict())  # the raw identifier is never echoed
     assert report.to_dict()["failures"][0]["suite"]
 
 

@@ -171,7 +171,7 @@ def hash_records(manifest: pd.DataFrame, ingest_dir: str | Path, method: str = "
     return pd.Series(out, dtype=object, name="image_hash")
 
 
-def near_duplicate_pairs(hashes: Iterable[int], max_distance: int, block: int = 1024) -> list[tuple[int, int]]:
+def near_duplicate_pairs(hashes: Iterable[int], max_distance: int, block: int = 512) -> list[tuple[int, int]]:
     """Index pairs (i < j) whose 64-bit hashes differ in at most ``max_distance`` bits.
 
     Args:

@@ -136,7 +136,7 @@ def build_checks(
     when present."""
     from covidscan.validation import suites
 
-    manifest = manifest_table(tables)
+    manifest = manifest_table(tables, cfg.patient_id_regex, cfg.study_id_regex)
     checks = [
         suites.manifest_columns_check(tables.manifest, cfg, columns_table(tables.manifest)),
         suites.manifest_check(manifest, cfg),
@@ -160,7 +160,8 @@ def build_checks(
         names = None
         if subset_names is not None:
             names = list(subset_names) + [m for m in splits_cfg.mixed if m not in subset_names]
-        checks += suites.split_checks(split_tables(splits, tables.manifest, splits_cfg.mixed), splits_cfg.n_folds, names)
+        t = split_tables(splits, tables.manifest, splits_cfg.mixed, cfg.patient_id_regex)
+        checks += suites.split_checks(t, splits_cfg.n_folds, names)
     return checks
 
 
@@ -205,7 +206,7 @@ def validate(
     report = run_checks(checks, context, docs, cfg.max_examples)
     report.seconds = time.perf_counter() - start
     if not report.success:
-        log.error("%s", report.summary())
+        log.error("data validation failed: %d expectation(s) in %s", len(report.failures), sorted({f.suite for f in report.failures}))
         if raise_on_failure:
             err = ValidationFailed(report.summary())
             err.report = report  # type: ignore[attr-defined]

@@ -83,12 +83,11 @@ def manifest_check(manifest: pd.DataFrame, cfg: ValidationConfig) -> Check:
 
     add("record_id", E.ExpectColumnValuesToNotBeNull(column="record_id", description="record_id is set"))
     add("record_id", E.ExpectColumnValuesToBeUnique(column="record_id", description="record_id is unique"))
-    add("patient_id", E.ExpectColumnValuesToMatchRegex(
-        column="patient_id", regex=cfg.patient_id_regex, description="patient_id is a salted pseudonym",
-    ))  # fmt: skip
-    add("study_id", E.ExpectColumnValuesToMatchRegex(
-        column="study_id", regex=cfg.study_id_regex, description="study_id is a salted pseudonym",
-    ))  # fmt: skip
+    for col, regex in (("patient_id", cfg.patient_id_regex), ("study_id", cfg.study_id_regex)):
+        add(f"{col}_pseudonymised", E.ExpectColumnValuesToBeInSet(
+            column=f"{col}_pseudonymised", value_set=[True],
+            description=f"{col} is a salted pseudonym matching {regex} (the value is not shown)",
+        ))  # fmt: skip
     add("label", E.ExpectColumnValuesToBeInSet(column="label", value_set=list(CLASSES), description="label is a known class"))
     add("modality", E.ExpectColumnValuesToBeInSet(column="modality", value_set=["xray", "ct"], description="modality is xray or ct"))
     add("kind", E.ExpectColumnValuesToBeInSet(

@@ -75,9 +75,17 @@ def columns_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"column": [str(c) for c in df.columns], "normalised": [normalise_column_name(c) for c in df.columns]})
 
 
-def manifest_table(tables: IngestTables) -> pd.DataFrame:
-    """The manifest plus ``array_present`` (the array file exists under the ingest folder)."""
+def manifest_table(tables: IngestTables, patient_id_regex: str | None = None, study_id_regex: str | None = None) -> pd.DataFrame:
+    """The manifest plus ``array_present`` (the array file exists under the ingest folder) and, when
+    the regexes are given, ``patient_id_pseudonymised`` / ``study_id_pseudonymised``.
+
+    The pseudonym checks are booleans on purpose: a failing raw identifier is then never copied into
+    the report, the logs or the data docs (only its record_id is)."""
     m = tables.manifest.copy()
+    for col, regex in (("patient_id", patient_id_regex), ("study_id", study_id_regex)):
+        if regex is not None and col in m:
+            m[f"{col}_pseudonymised"] = m[col].astype("string").str.fullmatch(regex).fillna(False).astype(bool)
+            m[col] = m[col].where(m[f"{col}_pseudonymised"], "<not a pseudonym>")
     if "array_path" in m:
         m["array_present"] = [
             isinstance(p, str) and p != "" and not Path(p).is_absolute() and ".." not in Path(p).parts
@@ -216,16 +224,23 @@ def _spread(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return out
 
 
-def split_tables(splits: pd.DataFrame, manifest: pd.DataFrame, mixed: dict[str, list[str]] | None = None) -> SplitTables:
+def split_tables(
+    splits: pd.DataFrame,
+    manifest: pd.DataFrame,
+    mixed: dict[str, list[str]] | None = None,
+    patient_id_regex: str = r"^p-[0-9a-f]{16}$",
+) -> SplitTables:
     """Join the split table with the manifest's patient ids and summarise each patient and group.
 
     Args:
         splits: the table written by :func:`covidscan.data.splits.write_splits`.
         manifest: the ingest manifest (for ``patient_id``).
         mixed: ``SplitsConfig.mixed``; a mixed set's rows must equal its members' rows (``union_matches``).
+        patient_id_regex: ids that do not match are shown as ``<not a pseudonym>``.
     """
     rows = splits.copy()
-    pid = manifest.set_index("record_id")["patient_id"]
+    pid = manifest.set_index("record_id")["patient_id"].astype("string")
+    pid = pid.where(pid.str.fullmatch(patient_id_regex).fillna(False), "<not a pseudonym>")  # never echo raw ids
     rows["patient_id"] = rows["record_id"].map(pid)
     rows["in_manifest"] = rows["patient_id"].notna()
     rows["patient_id"] = rows["patient_id"].fillna("<not in manifest>")
