@@ -119,6 +119,9 @@ class SplitsConfig(Section):
     phash_max_distance: int = Field(4, ge=0)
     centre_test: list[str] = Field(default_factory=lambda: ["centre_d"])
     hash_method: Literal["phash", "dhash"] = "phash"  # assumed: near-duplicate image hash
+    # assumed: a near-duplicate merge never makes a group of more patients than this (one picture
+    # republished by a few sources is a small cluster; longer chains are look-alikes, not copies)
+    near_duplicate_max_patients: int = Field(4, ge=2)
     # Sub-datasets split by centre (seed 004: train on the other centres, test on centre_test)
     # instead of by TTSF; names must be keys of `subsets`.
     centre_subsets: list[str] = Field(default_factory=list)
@@ -168,6 +171,10 @@ class ValidationConfig(Section):
     ct_hu_min: float = -1100.0  # physical HU range (air ~ -1000, dense bone/metal up to ~3000)
     ct_hu_max: float = 3100.0
     ct_hu_quantile: float = Field(0.001, ge=0, lt=0.5)  # robust min/max: this quantile and 1 - it
+    # voxels at or below this are padding outside the reconstruction circle (scanners write -2048 or
+    # -3024 there): excluded from the HU range statistics, their share checked on its own
+    ct_padding_hu: float = -1500.0
+    ct_max_padding_fraction: float = Field(0.6, ge=0, le=1)
     pixel_spacing_mm: tuple[float, float] = (0.05, 10.0)  # row/col spacing, when known
     slice_spacing_mm: tuple[float, float] = (0.3, 20.0)  # CT slice spacing, when known
     # clinical indicators (raw units): name -> (min, max)

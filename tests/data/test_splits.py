@@ -240,3 +240,15 @@ def test_realdata_phash_joins_copies_and_keeps_distinct_images_apart(modality):
     pairs = near_duplicate_pairs(originals, threshold)
     false_merges = [(i, j) for i, j in pairs if sub["group_id"][i] != sub["group_id"][j]]
     assert false_merges == []
+
+
+@pytest.mark.parametrize("max_patients, largest", [(None, 8), (2, 2), (3, 3)])
+def test_look_alike_chains_are_capped(max_patients, largest):
+    """A chain of look-alike images (each one bit from the next) is not one giant group."""
+    ids = [f"r{i}" for i in range(8)]
+    manifest = pd.DataFrame({"record_id": ids, "patient_id": [f"p-{i:016x}" for i in range(8)], "modality": "xray"})
+    hashes = pd.Series({r: (1 << (i + 1)) - 1 for i, r in enumerate(ids)}, dtype=object)  # 0b1, 0b11, 0b111, ...
+    g = assign_groups(manifest, hashes, 1, max_patients)
+    assert g.group_id.value_counts().max() == largest
+    assert (len(g.rejected_pairs) > 0) == (max_patients is not None)
+    assert g.summary()["near_duplicate_pairs_rejected"] == len(g.rejected_pairs)

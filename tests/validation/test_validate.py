@@ -179,3 +179,20 @@ def test_pseudonym_and_report_without_raising(dirty, context):
 def test_missing_manifest_is_a_data_error(tmp_path, context):
     with pytest.raises(DataError, match="manifest.parquet"):
         validate(tmp_path, CFG, context=context)
+
+
+def test_ct_padding_is_not_out_of_range_but_bounded(dirty, context):
+    """Scanner padding (-3024 HU outside the reconstruction circle) is excluded from the HU range;
+    a volume that is mostly padding still fails, naming the padding check."""
+    root, table = dirty
+    m = _manifest(root)
+    cts = m[m["kind"] == "ct_volume"]
+    first, second = cts.iloc[0], cts.iloc[1]
+    vol = np.load(root / first.array_path)
+    vol[:, :, :4] = -3024  # a padded border: 1/8 of the voxels
+    np.save(root / first.array_path, vol)
+    mostly = np.load(root / second.array_path)
+    mostly[:, :, :28] = -3024  # 7/8 padding
+    np.save(root / second.array_path, mostly)
+    msg = _fails(root, table, context, "is padding", f"record_id={second.record_id}")
+    assert f"record_id={first.record_id}" not in msg and "physical range" not in msg

@@ -7,7 +7,8 @@ The order of work, for one manifest:
    64-bit perceptual hash (pHash: DCT of a 32x32 thumbnail; or dHash) of a representative 2D image
    (the X-ray, the 2D CT image, or a CT volume's middle slice) and union-find over pairs at Hamming
    distance <= ``SplitsConfig.phash_max_distance`` within a modality; identical stored arrays
-   (``content_sha256``) are merged too.
+   (``content_sha256``) are merged too. Pairs are merged closest first, and never into a group of
+   more than ``SplitsConfig.near_duplicate_max_patients`` patients (look-alike chains are not copies).
 2. **Sub-datasets** are selections of the manifest (``params.subsets``: modality x sources x
    classes). Sources are ``"public"``/``"hospital"`` (the ``origin`` column), ``"all"``, or a list of
    source names. Sub-datasets in ``SplitsConfig.clinical_subsets`` (CADS; names that are not sub-datasets are ignored) keep only records that
@@ -179,16 +180,22 @@ def near_duplicate_pairs(hashes: Iterable[int], max_distance: int, block: int = 
         max_distance: Hamming distance threshold (inclusive).
         block: rows compared at once (memory ~ block x len(hashes) bytes).
     """
+    return [(i, j) for i, j, _ in near_duplicate_edges(hashes, max_distance, block)]
+
+
+def near_duplicate_edges(hashes: Iterable[int], max_distance: int, block: int = 512) -> list[tuple[int, int, int]]:
+    """Like :func:`near_duplicate_pairs`, with the Hamming distance: ``(i, j, distance)``."""
     h = np.fromiter((int(x) for x in hashes), dtype=np.uint64)
-    pairs: list[tuple[int, int]] = []
+    edges: list[tuple[int, int, int]] = []
     for start in range(0, len(h), block):
         chunk = h[start : start + block]
         dist = np.bitwise_count(chunk[:, None] ^ h[None, :])
         ii, jj = np.nonzero(dist <= max_distance)
+        dd = dist[ii, jj]
         ii = ii + start
         keep = jj > ii
-        pairs.extend(zip(ii[keep].tolist(), jj[keep].tolist()))
-    return pairs
+        edges.extend(zip(ii[keep].tolist(), jj[keep].tolist(), dd[keep].tolist()))
+    return edges
 
 
 class _UnionFind:
@@ -219,6 +226,7 @@ class Grouping:
     near_duplicate_pairs: list[tuple[str, str]]  # record_id pairs joined by the image hash
     exact_duplicate_pairs: int
     unhashed: list[str]  # record_ids whose image was constant (not hashed)
+    rejected_pairs: list[tuple[str, str]] = field(default_factory=list)  # close hashes not merged (size cap)
 
     def summary(self) -> dict[str, Any]:
         sizes = self.group_id.value_counts()
@@ -227,18 +235,31 @@ class Grouping:
             "n_groups": int(sizes.size),
             "largest_group": int(sizes.max()) if sizes.size else 0,
             "near_duplicate_pairs": len(self.near_duplicate_pairs),
+            "near_duplicate_pairs_rejected": len(self.rejected_pairs),
             "exact_duplicate_pairs": self.exact_duplicate_pairs,
             "unhashed_records": len(self.unhashed),
         }
 
 
-def assign_groups(manifest: pd.DataFrame, hashes: pd.Series | None, max_distance: int) -> Grouping:
+def assign_groups(
+    manifest: pd.DataFrame,
+    hashes: pd.Series | None,
+    max_distance: int,
+    max_patients: int | None = None,
+) -> Grouping:
     """Union-find over same patient, identical array bytes and near-duplicate images (per modality).
+
+    Near-duplicate pairs are merged closest first (Kruskal order: distance, then record ids). With
+    ``max_patients``, a pair is *not* merged when the merged group would span more patients than
+    that: one picture republished by a few sources makes a small cluster, while long chains of
+    merely look-alike images (e.g. synthetic phantoms sharing one anatomy) would otherwise collapse
+    whole classes into one group. Refused pairs are counted in the summary and logged.
 
     Args:
         manifest: with ``record_id``, ``patient_id``, ``modality`` and ``content_sha256``.
         hashes: :func:`hash_records` output (index record_id); None to group by patient only.
         max_distance: Hamming distance threshold for near-duplicates.
+        max_patients: cap on the patients one near-duplicate merge may produce; None: no cap.
 
     Returns:
         A :class:`Grouping`; group ids are ``"g-"`` + 12 hex of the sorted member patient ids'
@@ -257,19 +278,36 @@ def assign_groups(manifest: pd.DataFrame, hashes: pd.Series | None, max_distance
                 uf.union("rec:" + ids[0], "rec:" + other)
                 n_exact += 1
     near: list[tuple[str, str]] = []
+    rejected: list[tuple[str, str]] = []
     unhashed: list[str] = []
     if hashes is not None:
+        edges: list[tuple[int, str, str]] = []
         for _, sub in m.groupby("modality", sort=True):
             ids = sub["record_id"].tolist()
             hv = [hashes.get(r) for r in ids]
             unhashed.extend(r for r, v in zip(ids, hv) if v is None)
             valid = [(r, v) for r, v in zip(ids, hv) if v is not None]
-            for i, j in near_duplicate_pairs([v for _, v in valid], max_distance):
-                a, b = valid[i][0], valid[j][0]
-                near.append((a, b))
-                uf.union("rec:" + a, "rec:" + b)
+            edges += [(d, valid[i][0], valid[j][0]) for i, j, d in near_duplicate_edges([v for _, v in valid], max_distance)]
+        patients: dict[str, set[str]] = {}
+        for rec, pat in zip(records, m["patient_id"]):
+            patients.setdefault(uf.find("rec:" + rec), set()).add(pat)
+        for _, a, b in sorted(edges):
+            ra, rb = uf.find("rec:" + a), uf.find("rec:" + b)
+            if ra != rb:
+                merged = patients[ra] | patients[rb]
+                if max_patients is not None and len(merged) > max_patients:
+                    rejected.append((a, b))
+                    continue
+                uf.union(ra, rb)
+                patients[uf.find(ra)] = merged
+            near.append((a, b))
     if unhashed:
         log.warning("%d record(s) have a constant image and were not hashed for near-duplicates", len(unhashed))
+    if rejected:
+        log.warning(
+            "%d near-duplicate pair(s) not merged: the group would span more than %s patients (look-alike images, "
+            "not copies?), e.g. %s", len(rejected), max_patients, rejected[:3],
+        )  # fmt: skip
     roots = {r: uf.find("rec:" + r) for r in records}
     members: dict[str, set[str]] = {}
     for rec, pat in zip(records, m["patient_id"]):
@@ -277,7 +315,7 @@ def assign_groups(manifest: pd.DataFrame, hashes: pd.Series | None, max_distance
     names = {root: "g-" + hashlib.sha256("\n".join(sorted(p)).encode()).hexdigest()[:12] for root, p in members.items()}
     gid = pd.Series({r: names[roots[r]] for r in records}, name="group_id")
     gid.index.name = "record_id"
-    return Grouping(group_id=gid, near_duplicate_pairs=near, exact_duplicate_pairs=n_exact, unhashed=unhashed)
+    return Grouping(gid, near, n_exact, unhashed, rejected)
 
 
 # --------------------------------------------------------------------------------- selection
@@ -345,22 +383,42 @@ def _ttsf(strata: pd.Series, test_size: float, random_state: int) -> tuple[set[s
     return set(test.tolist()), stratify is not None
 
 
+def _dealt_folds(records: pd.DataFrame, n_folds: int, random_state: int) -> pd.Series:
+    """Stratified round-robin over groups: each class's groups (shuffled) are dealt to the folds in
+    turn, continuing where the previous class stopped. Used when StratifiedGroupKFold cannot run
+    (fewer groups than folds in every class); folds may then be empty."""
+    rng = np.random.default_rng(random_state)
+    strata = _group_strata(records)
+    fold_of: dict[str, int] = {}
+    offset = 0
+    for _, groups in strata.groupby(strata, sort=True):
+        for i, g in enumerate(rng.permutation(groups.index.to_numpy())):
+            fold_of[g] = (offset + i) % n_folds
+        offset += len(groups)
+    return records["group_id"].map(fold_of).astype(int)
+
+
 def _folds(records: pd.DataFrame, n_folds: int, random_state: int) -> pd.Series:
-    """Grouped, stratified fold per record (index aligned with ``records``)."""
+    """Grouped, stratified fold per record (index aligned with ``records``).
+
+    ``StratifiedGroupKFold(n_folds, shuffle=True)``; when it cannot run (a tiny sub-dataset where
+    every class has fewer groups than folds) a stratified round-robin over groups, with a warning.
+    """
     if records.empty:
         return pd.Series([], dtype=int, index=records.index)
-    n_groups = records["group_id"].nunique()
-    if n_groups < n_folds:
-        log.warning("only %d train-val groups for %d folds: some folds are empty", n_groups, n_folds)
-        order = np.random.default_rng(random_state).permutation(sorted(records["group_id"].unique()))
-        fold_of = {g: i % n_folds for i, g in enumerate(order)}
-        return records["group_id"].map(fold_of).astype(int)
+    if records["group_id"].nunique() < n_folds:
+        log.warning("only %d train-val groups for %d folds: some folds are empty", records["group_id"].nunique(), n_folds)
+        return _dealt_folds(records, n_folds, random_state)
     sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
     fold = np.full(len(records), -1, dtype=int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
-        for k, (_, val_idx) in enumerate(sgkf.split(records, y=records["label"], groups=records["group_id"])):
-            fold[val_idx] = k
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
+            for k, (_, val_idx) in enumerate(sgkf.split(records, y=records["label"], groups=records["group_id"])):
+                fold[val_idx] = k
+    except ValueError as err:  # every class has fewer members than folds
+        log.warning("StratifiedGroupKFold cannot split (%s); dealing groups to folds round-robin per class", err)
+        return _dealt_folds(records, n_folds, random_state)
     return pd.Series(fold, index=records.index)
 
 
@@ -559,7 +617,7 @@ def split_manifest(
         annotations: ``annotations.parquet`` (for CADS).
     """
     hashes = hash_records(manifest, ingest_dir, method=cfg.hash_method)
-    grouping = assign_groups(manifest, hashes, cfg.phash_max_distance)
+    grouping = assign_groups(manifest, hashes, cfg.phash_max_distance, cfg.near_duplicate_max_patients)
     log.info("grouping: %s", grouping.summary())
     return make_splits(manifest, subsets, cfg, seed, grouping=grouping, clinical=clinical, annotations=annotations)
 

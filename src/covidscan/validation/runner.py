@@ -141,7 +141,7 @@ def build_checks(
         suites.manifest_columns_check(tables.manifest, cfg, columns_table(tables.manifest)),
         suites.manifest_check(manifest, cfg),
     ]
-    images = image_table(tables, cfg.ct_hu_quantile)
+    images = image_table(tables, cfg.ct_hu_quantile, cfg.ct_padding_hu)
     if not images.empty:
         for kind, frame in images.groupby("kind", sort=True):
             if kind in ("xray", "ct_volume", "ct_slice2d"):

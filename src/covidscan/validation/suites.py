@@ -146,13 +146,18 @@ def image_check(kind: str, images: pd.DataFrame, cfg: ValidationConfig) -> Check
             column="spacing_slice", min_value=lo, max_value=hi, description=f"CT slice spacing within [{lo}, {hi}] mm (when known)",
         ))  # fmt: skip
         q = cfg.ct_hu_quantile
+        pad = f"padding <= {cfg.ct_padding_hu:g} HU excluded"
         check.add(E.ExpectColumnValuesToBeBetween(
             column="v_low", min_value=cfg.ct_hu_min,
-            description=f"CT Hounsfield units within the physical range: {q:g}-quantile >= {cfg.ct_hu_min:g} HU",
+            description=f"CT Hounsfield units within the physical range: {q:g}-quantile >= {cfg.ct_hu_min:g} HU ({pad})",
         ))  # fmt: skip
         check.add(E.ExpectColumnValuesToBeBetween(
             column="v_high", max_value=cfg.ct_hu_max,
-            description=f"CT Hounsfield units within the physical range: {1 - q:g}-quantile <= {cfg.ct_hu_max:g} HU",
+            description=f"CT Hounsfield units within the physical range: {1 - q:g}-quantile <= {cfg.ct_hu_max:g} HU ({pad})",
+        ))  # fmt: skip
+        check.add(E.ExpectColumnValuesToBeBetween(
+            column="padding_fraction", max_value=cfg.ct_max_padding_fraction,
+            description=f"at most {cfg.ct_max_padding_fraction:.0%} of a CT volume is padding (<= {cfg.ct_padding_hu:g} HU)",
         ))  # fmt: skip
     return check
 

@@ -95,29 +95,38 @@ def manifest_table(tables: IngestTables, patient_id_regex: str | None = None, st
     return m
 
 
-def _stats(arr: np.ndarray, quantile: float) -> dict[str, float]:
+def _stats(arr: np.ndarray, quantile: float, padding: float | None = None) -> dict[str, float]:
     flat = np.asarray(arr).reshape(-1)
     finite = np.isfinite(flat) if flat.dtype.kind == "f" else None
     n_nonfinite = int((~finite).sum()) if finite is not None else 0
     values = flat[finite] if finite is not None and n_nonfinite else flat
+    padding_fraction = 0.0
+    if padding is not None and values.size:
+        inside = values > padding
+        padding_fraction = float(1.0 - inside.mean())
+        values = values[inside]
     if values.size == 0:
         nan = float("nan")
-        return dict(v_min=nan, v_max=nan, v_low=nan, v_high=nan, v_mean=nan, v_std=nan, n_nonfinite=n_nonfinite)
+        return dict(v_min=nan, v_max=nan, v_low=nan, v_high=nan, v_mean=nan, v_std=nan, n_nonfinite=n_nonfinite,
+                    padding_fraction=padding_fraction)  # fmt: skip
     step = max(1, values.size // QUANTILE_SAMPLE)
     sample = values[::step].astype(np.float64)
     low, high = np.quantile(sample, [quantile, 1.0 - quantile]) if quantile > 0 else (values.min(), values.max())
     return dict(
         v_min=float(values.min()), v_max=float(values.max()), v_low=float(low), v_high=float(high),
         v_mean=float(sample.mean()), v_std=float(sample.std()), n_nonfinite=n_nonfinite,
+        padding_fraction=padding_fraction,
     )  # fmt: skip
 
 
-def image_table(tables: IngestTables, quantile: float) -> pd.DataFrame:
+def image_table(tables: IngestTables, quantile: float, ct_padding_hu: float | None = None) -> pd.DataFrame:
     """Statistics of every stored array whose file exists (missing files are the manifest suite's).
 
     Columns: record_id, kind, modality, array_path, dtype, ndim, shape, shape_matches (the array's
     shape is the manifest's rows x cols [x n_slices]), rows, cols, n_slices, spacing_*, v_min, v_max,
-    v_low / v_high (the ``quantile`` / ``1 - quantile`` quantiles), v_mean, v_std, n_nonfinite.
+    v_low / v_high (the ``quantile`` / ``1 - quantile`` quantiles), v_mean, v_std, n_nonfinite and
+    padding_fraction. For CT volumes, voxels <= ``ct_padding_hu`` (padding outside the reconstruction
+    circle) are left out of the value statistics and counted in ``padding_fraction``.
     """
     from rich.progress import track
 
@@ -137,7 +146,7 @@ def image_table(tables: IngestTables, quantile: float) -> pd.DataFrame:
             out.append(dict(record_id=r.record_id, kind=r.kind, array_path=r.array_path, dtype=f"unreadable: {err}", ndim=-1))
             continue
         expected = (int(r.rows), int(r.cols)) if r.kind != "ct_volume" else (int(r.n_slices), int(r.rows), int(r.cols))
-        stats = _stats(arr, quantile)
+        stats = _stats(arr, quantile, ct_padding_hu if r.kind == "ct_volume" else None)
         out.append(
             dict(
                 record_id=r.record_id, kind=r.kind, modality=getattr(r, "modality", ""), array_path=r.array_path,
