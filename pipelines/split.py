@@ -1,6 +1,6 @@
 """DVC stage `split`: ingest manifest -> patient-grouped, near-duplicate-aware splits.
 
-    python pipelines/split.py [--params params.yaml] [--profile NAME]
+    python -m pipelines.split [--params params.yaml] [--profile NAME]
         [--ingest data/interim/ingest] [--out data/splits]
 
 Reads params `run.seed`, `subsets`, `splits`; writes `data/splits/splits.parquet` (record_id, subset,

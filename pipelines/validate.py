@@ -1,6 +1,6 @@
 """DVC stage `validate`: Great Expectations data-quality gates on the ingest outputs and the splits.
 
-    python pipelines/validate.py [--params params.yaml] [--profile NAME]
+    python -m pipelines.validate [--params params.yaml] [--profile NAME]
         [--ingest data/interim/ingest] [--splits data/splits/splits.parquet | --no-splits]
         [--out reports/validation]
 

@@ -118,7 +118,8 @@ class SplitsConfig(Section):
     n_folds: int = Field(5, ge=2)
     phash_max_distance: int = Field(4, ge=0)
     centre_test: list[str] = Field(default_factory=lambda: ["centre_d"])
-    hash_method: Literal["phash", "dhash"] = "phash"  # assumed: near-duplicate image hash
+    # assumed: near-duplicate image hash; "none" groups by patient and identical arrays only
+    hash_method: Literal["phash", "dhash", "none"] = "phash"
     # assumed: a near-duplicate merge never makes a group of more patients than this (one picture
     # republished by a few sources is a small cluster; longer chains are look-alikes, not copies)
     near_duplicate_max_patients: int = Field(4, ge=2)

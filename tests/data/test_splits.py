@@ -175,7 +175,7 @@ def test_clinical_subset_requires_clinical_and_annotations(fx, result):
     cads = result.table[result.table["subset"] == "CADS"]
     assert len(cads) > 0
     assert set(cads["record_id"]) <= set(fx.clinical["record_id"]) & set(fx.annotations["record_id"])
-    # CADS inherits CTHDS's assignment (same patients): consistent with the paper's 75/20 twice
+    # CADS is split first (smallest), CTHDS inherits its groups: one assignment, as the paper's 75/20 twice
     cth = result.table[result.table["subset"] == "CTHDS"].set_index("record_id")
     assert (cth.loc[cads["record_id"], "part"].to_numpy() == cads["part"].to_numpy()).all()
 
@@ -252,3 +252,16 @@ def test_look_alike_chains_are_capped(max_patients, largest):
     assert g.group_id.value_counts().max() == largest
     assert (len(g.rejected_pairs) > 0) == (max_patients is not None)
     assert g.summary()["near_duplicate_pairs_rejected"] == len(g.rejected_pairs)
+
+
+def test_small_subset_split_before_its_superset(fx, result):
+    """CADS (covid19 CT with clinical data) gets its own test part although CTHDS contains it."""
+    s = result.summary["subsets"]
+    assert s["CADS"]["groups_inherited"] == 0 and s["CADS"]["n_test"] > 0 and s["CADS"]["n_trainval"] > 0
+    assert s["CTHDS"]["groups_inherited"] >= s["CADS"]["n_groups"]
+
+
+def test_hash_method_none_groups_by_patient_and_identical_arrays(fx):
+    res = _split(fx, cfg=SPLITS.model_copy(update={"hash_method": "none"}))
+    assert res.summary["grouping"]["near_duplicate_pairs"] == 0
+    assert res.summary["grouping"]["n_groups"] == fx.manifest["patient_id"].nunique()

@@ -6,7 +6,8 @@ The order of work, for one manifest:
    published by two sources, perhaps under two patient pseudonyms) are merged into one group: a
    64-bit perceptual hash (pHash: DCT of a 32x32 thumbnail; or dHash) of a representative 2D image
    (the X-ray, the 2D CT image, or a CT volume's middle slice) and union-find over pairs at Hamming
-   distance <= ``SplitsConfig.phash_max_distance`` within a modality; identical stored arrays
+   distance <= ``SplitsConfig.phash_max_distance`` within a modality (``hash_method: none`` skips
+   this); identical stored arrays
    (``content_sha256``) are merged too. Pairs are merged closest first, and never into a group of
    more than ``SplitsConfig.near_duplicate_max_patients`` patients (look-alike chains are not copies).
 2. **Sub-datasets** are selections of the manifest (``params.subsets``: modality x sources x
@@ -20,9 +21,10 @@ The order of work, for one manifest:
    (too few groups) the split is unstratified and the summary says so.
 4. **Folds.** ``StratifiedGroupKFold(n_folds, shuffle=True)`` on the train-val records (y = label,
    groups = group_id) gives the folds the teachers use; test records have fold -1.
-5. **One assignment per group across sub-datasets.** The first sub-dataset (in params order) that
-   contains a group decides its part and fold; a later sub-dataset containing the same group
-   inherits them and splits only its new groups. So a patient (or a near-duplicate image) is never
+5. **One assignment per group across sub-datasets.** Sub-datasets are split smallest first (fewest
+   groups; ties by name). The first one that contains a group decides its part and fold; a later
+   sub-dataset containing the same group inherits them and splits only its new groups (so CADS gets
+   its own stratified split and CTHDS, its superset, inherits it). So a patient (or a near-duplicate image) is never
    train-val in one sub-dataset and test in another, and the mixed sets (``SplitsConfig.mixed``:
    XMDS = XPDS + XHDS, CTMDS = CTPDS + CTHDS) are the part-by-part unions of their members, e.g.
    XMTS = XPTS + XHTS, with consistent folds.
@@ -515,8 +517,16 @@ def make_splits(
     summary: dict[str, Any] = {}
     centre_set = set(cfg.centre_test)
 
-    for name, spec in subsets.items():
-        rows = select_subset(m, name, spec, clinical_ids if name in cfg.clinical_subsets else None).copy()
+    selected = {
+        name: select_subset(m, name, spec, clinical_ids if name in cfg.clinical_subsets else None)
+        for name, spec in subsets.items()
+    }
+    # smallest first: a sub-dataset is split before any superset of it (CADS before CTHDS), so it gets
+    # its own stratified split and the larger one inherits those groups (never the other way round,
+    # which could leave the small one without a test part)
+    order = sorted(selected, key=lambda n: (selected[n]["group_id"].nunique(), n))
+    for name in order:
+        rows = selected[name].copy()
         if rows["group_id"].nunique() < 2:
             raise DataError(f"subsets.{name} has {rows['group_id'].nunique()} patient group(s); at least 2 are needed to split")
         rs = _random_state(seed, name)
@@ -616,7 +626,7 @@ def split_manifest(
         clinical: ``clinical.parquet`` (for CADS).
         annotations: ``annotations.parquet`` (for CADS).
     """
-    hashes = hash_records(manifest, ingest_dir, method=cfg.hash_method)
+    hashes = None if cfg.hash_method == "none" else hash_records(manifest, ingest_dir, method=cfg.hash_method)
     grouping = assign_groups(manifest, hashes, cfg.phash_max_distance, cfg.near_duplicate_max_patients)
     log.info("grouping: %s", grouping.summary())
     return make_splits(manifest, subsets, cfg, seed, grouping=grouping, clinical=clinical, annotations=annotations)
