@@ -15,10 +15,10 @@ The order of work, for one manifest:
    source names. Sub-datasets in ``SplitsConfig.clinical_subsets`` (CADS; names that are not sub-datasets are ignored) keep only records that
    have clinical indicators and annotations.
 3. **Train-val / test (TTSF).** The paper used scikit-learn's ``train_test_split``. We apply it to
-   the *groups* of a sub-dataset, stratified by the group's class (its label; a group with several
-   labels is its own stratum), so that no group can straddle the parts; records follow their
-   group. Classes with a single group are pooled into one stratum; when stratifying is impossible
-   (too few groups) the split is unstratified and the summary says so.
+   the *groups* of a sub-dataset, stratified by the group's class (its label; the most frequent one
+   when a group mixes labels), so that no group can straddle the parts; records follow their group.
+   Classes with a single group are pooled (or join the largest class); when stratifying is
+   impossible (too few groups) the split is unstratified and the summary says so.
 4. **Folds.** ``StratifiedGroupKFold(n_folds, shuffle=True)`` on the train-val records (y = label,
    groups = group_id) gives the folds the teachers use; test records have fold -1.
 5. **One assignment per group across sub-datasets.** Sub-datasets are split smallest first (fewest
@@ -363,8 +363,9 @@ def _random_state(seed: int, name: str) -> int:
 
 
 def _group_strata(records: pd.DataFrame) -> pd.Series:
-    """One stratum per group: its label, or 'a+b' when a group mixes labels."""
-    return records.groupby("group_id", sort=True)["label"].agg(lambda s: "+".join(sorted(set(s))))
+    """One stratum per group: its label; for a group mixing labels, the most frequent (ties: first
+    by name), so near-duplicate merges do not multiply the strata."""
+    return records.groupby("group_id", sort=True)["label"].agg(lambda s: sorted(s.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))[0][0])
 
 
 def _ttsf(strata: pd.Series, test_size: float, random_state: int) -> tuple[set[str], bool]:
@@ -372,11 +373,13 @@ def _ttsf(strata: pd.Series, test_size: float, random_state: int) -> tuple[set[s
     groups = strata.index.to_numpy()
     if len(groups) < 2:
         return set(), False
-    labels = strata.to_numpy().copy()
+    labels = strata.to_numpy().astype(object)
     counts = pd.Series(labels).value_counts()
     rare = counts[counts < 2].index
-    if len(rare):
+    if len(rare) > 1:
         labels = np.where(np.isin(labels, rare), "_rare", labels)
+    elif len(rare) == 1:  # a lone group joins the largest stratum
+        labels = np.where(labels == rare[0], counts.index[0], labels)
     n_strata = len(set(labels))
     n_test = int(np.ceil(test_size * len(groups)))
     n_train = len(groups) - n_test
