@@ -180,12 +180,13 @@ def clinical_check(clinical: pd.DataFrame, cfg: ValidationConfig) -> Check:
     for name in CLINICAL_INDICATORS:
         if name not in clinical:
             continue
-        lo, hi = cfg.clinical_ranges.get(name, (None, None))
         check.add(E.ExpectColumnValuesToNotBeNull(
             column=name, mostly=1.0 - cfg.clinical_max_missing,
             description=f"{name} missing in at most {cfg.clinical_max_missing:.0%} of cases",
         ))  # fmt: skip
-        check.add(E.ExpectColumnValuesToBeBetween(column=name, min_value=lo, max_value=hi, description=f"{name} within [{lo}, {hi}]"))
+        if name in cfg.clinical_ranges:  # an indicator without a configured range is not range-checked
+            lo, hi = cfg.clinical_ranges[name]
+            check.add(E.ExpectColumnValuesToBeBetween(column=name, min_value=lo, max_value=hi, description=f"{name} within [{lo}, {hi}]"))
     return check
 
 
