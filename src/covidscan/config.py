@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,10 +130,26 @@ class ExperimentSpec(Section):
 
 
 class SplitsConfig(Section):
+    """Patient-grouped splits (seed 000 TTSF + 5 folds; seed 004 centre-held-out)."""
+
     test_size: float = Field(0.2, gt=0, lt=1)
     n_folds: int = Field(5, ge=2)
     phash_max_distance: int = Field(4, ge=0)
     centre_test: list[str] = Field(default_factory=lambda: ["centre_d"])
+    # assumed: near-duplicate image hash; "none" groups by patient and identical arrays only
+    hash_method: Literal["phash", "dhash", "none"] = "phash"
+    # assumed: a near-duplicate merge never makes a group of more patients than this (one picture
+    # republished by a few sources is a small cluster; longer chains are look-alikes, not copies)
+    near_duplicate_max_patients: int = Field(4, ge=2)
+    # Sub-datasets split by centre (seed 004: train on the other centres, test on centre_test)
+    # instead of by TTSF; names must be keys of `subsets`.
+    centre_subsets: list[str] = Field(default_factory=list)
+    # Sub-datasets restricted to records with clinical indicators AND annotations (seed 000 CADS).
+    clinical_subsets: list[str] = Field(default_factory=lambda: ["CADS"])
+    # Mixed sets: name -> the sub-datasets it unions, part by part (seed 000 XM*, CTM*).
+    mixed: dict[str, list[str]] = Field(
+        default_factory=lambda: {"XMDS": ["XPDS", "XHDS"], "CTMDS": ["CTPDS", "CTHDS"]}
+    )
 
 
 class PreprocessConfig(Section):
@@ -171,6 +188,57 @@ class PreprocessConfig(Section):
         if not 0 < lo <= hi:
             raise ValueError(f"preprocess.aug_scale_range must satisfy 0 < low <= high, got {self.aug_scale_range}")
         return self
+
+
+class ValidationConfig(Section):
+    """Great Expectations data-quality gates (issue 4). Thresholds are ours (assumed)."""
+
+    # manifest
+    allowed_sources: list[str] | None = None  # None: any name matching source_regex
+    source_regex: str = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+    patient_id_regex: str = r"^p-[0-9a-f]{16}$"
+    study_id_regex: str = r"^s-[0-9a-f]{16}$"
+    forbidden_columns: list[str] = Field(
+        default_factory=lambda: [
+            "patient_name", "patientname", "name", "patient_birth_date", "birth_date", "birthdate", "dob",
+            "patient_sex", "patient_age", "institution", "institution_name", "institution_address",
+            "accession", "accession_number", "patientid_raw", "original_patient_id", "other_patient_ids",
+            "referring_physician", "performing_physician", "operator", "study_date", "series_date",
+            "acquisition_date", "content_date", "study_time", "address", "phone", "telephone",
+            "station_name", "device_serial_number", "study_instance_uid", "series_instance_uid",
+            "sop_instance_uid",
+        ]
+    )
+    # images (computed from the stored arrays)
+    image_min_size: int = Field(16, ge=1)
+    image_max_size: int = Field(4096, ge=1)
+    ct_hu_min: float = -1100.0  # physical HU range (air ~ -1000, dense bone/metal up to ~3000)
+    ct_hu_max: float = 3100.0
+    ct_hu_quantile: float = Field(0.001, ge=0, lt=0.5)  # robust min/max: this quantile and 1 - it
+    # voxels at or below this are padding outside the reconstruction circle (scanners write -2048 or
+    # -3024 there): excluded from the HU range statistics, their share checked on its own
+    ct_padding_hu: float = -1500.0
+    ct_max_padding_fraction: float = Field(0.6, ge=0, le=1)
+    pixel_spacing_mm: tuple[float, float] = (0.05, 10.0)  # row/col spacing, when known
+    slice_spacing_mm: tuple[float, float] = (0.3, 20.0)  # CT slice spacing, when known
+    # clinical indicators (raw units): name -> (min, max)
+    clinical_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "wbc": (0.0, 100.0),  # 10^9/L
+            "neutrophil_pct": (0.0, 100.0),
+            "lymphocyte_pct": (0.0, 100.0),
+            "procalcitonin": (0.0, 200.0),  # ng/mL
+            "crp": (0.0, 500.0),  # mg/L
+        }
+    )
+    clinical_max_missing: float = Field(0.0, ge=0, le=1)  # fraction of missing values allowed per indicator
+    # annotations: box sides in px at the reference image size (SPEC: 16-64 px on 512x512)
+    box_min_px: float = Field(16.0, gt=0)
+    box_max_px: float = Field(64.0, gt=0)
+    box_reference_size: int = Field(512, ge=1)
+    box_tolerance: float = Field(0.25, ge=0)  # relative slack on box_min_px/box_max_px
+    # report
+    max_examples: int = Field(5, ge=1)  # offending values shown per failed expectation
 
 
 # --------------------------------------------------------------------------- models (issue 5)
@@ -301,6 +369,11 @@ class TuneConfig(Section):
 
 
 # -------------------------------------------------------------------------------------- root
+# `validate` (the stage's section) shadows pydantic's deprecated BaseModel.validate classmethod;
+# instances read the field, so the warning is noise.
+warnings.filterwarnings("ignore", message='Field name "validate" in "Params" shadows', category=UserWarning)
+
+
 class Params(Section):
     """The whole of params.yaml, after the active profile has been applied."""
 
@@ -311,6 +384,7 @@ class Params(Section):
     subsets: dict[str, SubsetSpec] = Field(default_factory=dict)
     experiments: dict[str, ExperimentSpec] = Field(default_factory=dict)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    validate: ValidationConfig = Field(default_factory=ValidationConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -1,0 +1,56 @@
+"""DVC stage `split`: ingest manifest -> patient-grouped, near-duplicate-aware splits.
+
+    python -m pipelines.split [--params params.yaml] [--profile NAME]
+        [--ingest data/interim/ingest] [--out data/splits]
+
+Reads params `run.seed`, `subsets`, `splits`; writes `data/splits/splits.parquet` (record_id, subset,
+part, fold, group_id, label, binary_label, seed004_subset) and `data/splits/summary.json`.
+Exits non-zero with a one-paragraph message on stderr for user-causable problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
+    parser.add_argument("--out", type=Path, default=Path("data/splits"))
+    args = parser.parse_args(argv)
+
+    from covidscan.environment import quiet_telemetry
+
+    quiet_telemetry()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    from covidscan.config import load_params
+    from covidscan.data.splits import split_manifest, write_splits
+    from covidscan.errors import ConfigError, CovidscanError
+    from covidscan.validation.tables import read_ingest
+
+    try:
+        params = load_params(args.params, profile=args.profile)
+        if not params.subsets:
+            raise ConfigError(f"{args.params}: 'subsets' is empty; declare the sub-datasets (SPEC.md section 1)")
+        tables = read_ingest(args.ingest)
+        result = split_manifest(
+            tables.manifest, tables.root, params.subsets, params.splits, params.run.seed,
+            clinical=tables.clinical, annotations=tables.annotations,
+        )  # fmt: skip
+        table_path, summary_path = write_splits(result, args.out)
+    except CovidscanError as err:
+        print(f"split: {err}", file=sys.stderr)
+        return err.exit_code
+    # TODO(integrator): mlflow log_input (the split table as a dataset, with its digest) / log_artifact(summary_path)
+    logging.getLogger("pipelines.split").info("wrote %s and %s", table_path, summary_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

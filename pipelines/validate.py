@@ -1,0 +1,62 @@
+"""DVC stage `validate`: Great Expectations data-quality gates on the ingest outputs and the splits.
+
+    python -m pipelines.validate [--params params.yaml] [--profile NAME]
+        [--ingest data/interim/ingest] [--splits data/splits/splits.parquet | --no-splits]
+        [--out reports/validation]
+
+Reads params `subsets`, `splits`, `validate`; writes `reports/validation/summary.json` (also when
+validation fails) and the GE data docs `reports/validation/docs/index.html`. On failure prints the
+readable summary (suite, expectation, column, offending values) to stderr and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
+    parser.add_argument("--splits", type=Path, default=Path("data/splits/splits.parquet"))
+    parser.add_argument("--no-splits", action="store_true", help="validate the ingest outputs only")
+    parser.add_argument("--out", type=Path, default=Path("reports/validation"))
+    args = parser.parse_args(argv)
+
+    from covidscan.environment import quiet_telemetry
+
+    quiet_telemetry()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    from covidscan.config import load_params
+    from covidscan.data.splits import read_splits
+    from covidscan.errors import CovidscanError, ValidationFailed
+    from covidscan.validation import validate
+
+    summary_path = args.out / "summary.json"
+    try:
+        params = load_params(args.params, profile=args.profile)
+        splits = None if args.no_splits else read_splits(args.splits)
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = validate(
+            args.ingest, params.validate, splits=splits, splits_cfg=params.splits,
+            subset_names=list(params.subsets) or None, docs_dir=args.out / "docs", raise_on_failure=False,
+        )  # fmt: skip
+        summary_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        # TODO(integrator): mlflow log_artifact(summary_path) and the data docs folder (args.out / "docs")
+        if not report.success:
+            raise ValidationFailed(report.summary())
+    except CovidscanError as err:
+        print(f"validate: {err}", file=sys.stderr)
+        return err.exit_code
+    print(report.summary(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
