@@ -25,6 +25,7 @@ optional ``callback(metrics: dict)`` once per epoch; this module never imports M
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -228,9 +229,7 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             loss_sum = torch.zeros((), device=device)
             seen = 0
-            for step, (x, y) in enumerate(train_loader):
-                if optim.max_batches_per_epoch is not None and step >= optim.max_batches_per_epoch:
-                    break
+            for x, y in itertools.islice(train_loader, optim.max_batches_per_epoch):  # None: the whole epoch
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if on_gpu:  # channels-last (3D: channels_last_3d) memory layout for the tensor cores
                     fmt = channels_last_format(x)
