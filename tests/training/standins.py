@@ -51,14 +51,14 @@ def _bn(dims: int):
 class TinyGatedCNN(nn.Module):
     """stem -> stage I -> (aux head, gate) -> stage II x gate -> GAP -> FC."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, ths_sens: float = 0.9, ths_count: int = 3) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, ths_sens: float = 0.9, ths_count: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stage1 = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
         self.aux_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
         self.gate = Gate(ths_sens, ths_count)
         self.stage2 = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8, num_classes))
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s1 = self.stage1(x)

@@ -116,6 +116,8 @@ def save_checkpoint(
         "extra": extra or {},
     }
     path = atomic_save(payload, checkpoint_path(directory, epoch))
+    for stale in Path(directory).glob(".epoch-*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     for old in list_checkpoints(directory)[:-max(1, keep_last)]:
         old.unlink(missing_ok=True)
     return path

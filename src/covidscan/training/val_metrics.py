@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-from sklearn.metrics import roc_auc_score
 
 
 def sensitivity(pred: torch.Tensor, target: torch.Tensor, num_classes: int, positive_index: int | None = None) -> float:
@@ -49,5 +48,25 @@ def auroc(probs: torch.Tensor, target: torch.Tensor, positive_index: int | None 
     for c in classes:
         is_c = y == c
         if 0 < is_c.sum() < len(y):
-            scores.append(float(roc_auc_score(is_c, p[:, c])))
+            scores.append(binary_auroc(torch.from_numpy(p[:, c]), torch.from_numpy(is_c)))
     return sum(scores) / len(scores) if scores else math.nan
+
+
+def binary_auroc(score: torch.Tensor, is_positive: torch.Tensor) -> float:
+    """AUROC as the Mann-Whitney U statistic (ties get average ranks); equals sklearn's roc_auc_score.
+
+    Args:
+        score: (N,) scores, higher = more positive.
+        is_positive: (N,) booleans; both classes must be present.
+    """
+    score = score.detach().double().flatten()
+    is_positive = is_positive.flatten().bool()
+    n_pos = int(is_positive.sum())
+    n_neg = score.numel() - n_pos
+    order = score.argsort()
+    _, inverse, counts = torch.unique_consecutive(score[order], return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    average_rank = ends - (counts.double() - 1) / 2  # 1-based average rank of each tied group
+    ranks = torch.empty_like(score)
+    ranks[order] = average_rank[inverse]
+    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
