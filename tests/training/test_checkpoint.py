@@ -1,0 +1,64 @@
+"""Checkpoints: RNG round trip, the newest loadable file wins."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import torch
+
+from covidscan.config import OptimConfig
+from covidscan.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from covidscan.training.loop import DeterministicMode
+from covidscan.training.schedule import build_scheduler
+
+
+def _draws():
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = build_scheduler(opt, OptimConfig())
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    path = save_checkpoint(tmp_path, 0, model=model, optimizer=opt, scheduler=sched, sampler_state={"seed": 1, "epoch": 0})
+    expected = _draws()
+    _draws()
+    ckpt = load_checkpoint(path)  # weights_only=True
+    set_rng_state(ckpt["rng"])
+    assert _draws() == expected
+    assert ckpt["epoch"] == 0 and ckpt["sampler"] == {"seed": 1, "epoch": 0} and ckpt["scaler"] is None
+    assert set(rng_state()) == {"python", "numpy", "torch", "cuda"}
+
+
+def test_latest_checkpoint_skips_a_damaged_file(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = build_scheduler(opt, OptimConfig())
+    save_checkpoint(tmp_path, 0, model=model, optimizer=opt, scheduler=sched)
+    save_checkpoint(tmp_path, 1, model=model, optimizer=opt, scheduler=sched)
+    (tmp_path / "epoch-0001.pt").write_bytes(b"not a checkpoint")
+    path, ckpt = latest_checkpoint(tmp_path)
+    assert path.name == "epoch-0000.pt" and ckpt["epoch"] == 0
+    assert latest_checkpoint(tmp_path / "absent") is None
+
+
+def test_deterministic_mode_records_ops_without_deterministic_kernels():
+    # On CUDA the loop runs deterministic algorithms in warn-only mode and collects what warned.
+    mode = DeterministicMode(True, torch.device("cuda"))
+    with warnings.catch_warnings(record=True) as outer:
+        warnings.simplefilter("always")
+        with mode.watch():
+            warnings.warn("max_pool3d_with_indices_backward_cuda does not have a deterministic implementation, but you set ...")
+            warnings.warn("something else")
+    assert mode.nondeterministic_ops == {"max_pool3d_with_indices_backward_cuda"}
+    assert [str(w.message) for w in outer] == ["something else"]  # other warnings pass through
+
+
+def test_deterministic_mode_is_restored_after_use():
+    before = torch.are_deterministic_algorithms_enabled()
+    with DeterministicMode(True, torch.device("cpu")):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == before
