@@ -1,0 +1,1 @@
+"""Interpretability: Grad-CAM heatmaps, DBSCAN lesion centres, PCA, the source-shortcut probe."""
