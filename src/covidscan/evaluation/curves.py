@@ -87,7 +87,9 @@ def threshold_grid(step: float = 0.005) -> np.ndarray:
     n = int(round(1.0 / step))
     if n < 1 or abs(n * step - 1.0) > 1e-9:
         raise DataError(f"evaluate.threshold_step: 1/step must be a whole number, got step={step}")
-    return np.linspace(0.0, 1.0, n + 1)
+    # k / n is the double nearest to the decimal k * step, so a score of exactly 0.035 meets the
+    # threshold 0.035 (np.linspace can be off by one ulp)
+    return np.arange(n + 1) / n
 
 
 def _check_binary(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
