@@ -80,7 +80,9 @@ def grad_cam(
     maps = []
     with torch.enable_grad():
         for i in range(x.shape[0]):
-            xi = x[i : i + 1].to(device).requires_grad_(False)
+            # an input that requires grad makes the full backward hook fire on the layer's own
+            # gradients (otherwise torch warns and fires it on the outputs only)
+            xi = x[i : i + 1].to(device).clone().requires_grad_(True)
             out = cam(x=xi, class_idx=class_idx)
             maps.append(out.detach().cpu().numpy()[0, 0])
     result = np.stack(maps).astype(np.float32)
