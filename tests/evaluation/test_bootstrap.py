@@ -93,3 +93,20 @@ def test_roc_band_and_plots(tmp_path) -> None:
     reader = bootstrap_binary_indices(y, 1 - pred, n_resamples=100, seed=0)
     out = plot_boxplots({"CNNCF": model, "Intern": reader}, tmp_path / "box.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_batched_auroc_and_grid_counts_equal_per_resample_versions() -> None:
+    from covidscan.evaluation.bootstrap import auroc_batch, grid_counts_batch
+    from covidscan.evaluation.curves import grid_curve
+
+    y, s, _ = _binary(6, n=50)
+    s = np.round(s, 2)  # ties, and scores exactly on grid thresholds
+    idx = resample_indices(y.size, 30, seed=1)
+    aucs = auroc_batch(y[idx], s[idx])
+    tp, fp = grid_counts_batch(y, s, idx, grid_curve(y, s).thresholds)
+    for b in range(30):
+        yb, sb = y[idx[b]], s[idx[b]]
+        assert aucs[b] == pytest.approx(roc_auc_score(yb, sb))
+        curve = grid_curve(yb, sb)
+        assert np.array_equal(tp[b], curve.tp) and np.array_equal(fp[b], curve.fp)
+    assert np.isnan(auroc_batch(np.ones((1, 5)), np.zeros((1, 5)))[0])

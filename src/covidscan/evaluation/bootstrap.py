@@ -22,10 +22,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from covidscan.errors import DataError  # noqa: E402
-from covidscan.evaluation.curves import auroc, grid_curve, roc_points  # noqa: E402
+from covidscan.evaluation.curves import Curve, auroc, grid_curve, roc_points  # noqa: E402
 from covidscan.evaluation.metrics import (  # noqa: E402
     BINARY_INDICES,
     binary_indices,
@@ -189,16 +190,29 @@ def bootstrap_binary_indices(
     return {k: _result(point[k], batch[k], level) for k in BINARY_INDICES}
 
 
-def _auc_or_nan(t: np.ndarray, s: np.ndarray) -> float:
-    if t.all() or not t.any():
-        return float("nan")
-    return float(roc_auc_score(t, s))
+def auroc_batch(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Exact AUROC (Mann-Whitney, ties count 1/2) of each row of a batch, vectorised.
+
+    Args:
+        y_true: labels 0/1, shape (B, n).
+        scores: scores, shape (B, n).
+
+    Returns:
+        Array (B,); NaN for rows with one class only.
+    """
+    t = np.asarray(y_true).astype(bool)
+    ranks = stats.rankdata(np.asarray(scores, dtype=float), axis=-1)  # average ranks for ties
+    n_pos = t.sum(-1).astype(float)
+    n_neg = t.shape[-1] - n_pos
+    u = np.where(t, ranks, 0.0).sum(-1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
 def bootstrap_auroc(
     y_true: np.ndarray, scores: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> BootstrapResult:
-    """Bootstrap the exact AUROC (resamples with one class only are undefined).
+    """Bootstrap the exact AUROC, vectorised (resamples with one class only are undefined).
 
     Args:
         y_true: labels 0/1.
@@ -208,11 +222,13 @@ def bootstrap_auroc(
         level: CI level.
 
     Returns:
-        The result.
+        The result (point = scikit-learn's ``roc_auc_score`` on the full set).
     """
     t = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=float)
-    return bootstrap(_auc_or_nan, t, s, n_resamples=n_resamples, seed=seed, level=level)["value"]
+    point = float(roc_auc_score(t, s)) if 0 < t.sum() < t.size else float("nan")
+    idx = resample_indices(t.size, n_resamples, seed)
+    return _result(point, auroc_batch(t[idx], s[idx]), level)
 
 
 @dataclass(frozen=True)
@@ -241,6 +257,36 @@ def _interp_roc(curve_fpr: np.ndarray, curve_tpr: np.ndarray, grid: np.ndarray) 
     uniq, first = np.unique(f, return_index=True)
     last = np.r_[first[1:] - 1, f.size - 1]
     return np.interp(grid, uniq, t[last])
+
+
+def grid_counts_batch(
+    y_true: np.ndarray, scores: np.ndarray, idx: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """TP and FP at every grid threshold for every resample at once (no Python loop).
+
+    Each score falls in the grid cell ``thresholds[k] <= score < thresholds[k + 1]``; the counts at
+    threshold j are the cases in cells >= j (reverse cumulative sums of per-cell counts).
+
+    Args:
+        y_true: labels 0/1, shape (n,).
+        scores: scores, shape (n,).
+        idx: resample indices, shape (B, n).
+        thresholds: ascending grid starting at 0.
+
+    Returns:
+        (tp, fp), each of shape (B, len(thresholds)).
+    """
+    t = np.asarray(y_true).astype(bool)
+    cell = np.clip(np.searchsorted(thresholds, np.asarray(scores, float), side="right") - 1, 0, None)
+    n_res, n_cells = idx.shape[0], thresholds.size
+    flat = (np.arange(n_res)[:, None] * n_cells + cell[idx]).ravel()
+    pos = np.bincount(flat, weights=t[idx].ravel().astype(float), minlength=n_res * n_cells)
+    allc = np.bincount(flat, minlength=n_res * n_cells).astype(float)
+    pos = pos.reshape(n_res, n_cells)
+    neg = allc.reshape(n_res, n_cells) - pos
+    tp = np.cumsum(pos[:, ::-1], axis=1)[:, ::-1]
+    fp = np.cumsum(neg[:, ::-1], axis=1)[:, ::-1]
+    return tp.astype(np.int64), fp.astype(np.int64)
 
 
 def roc_with_ci(
@@ -275,13 +321,14 @@ def roc_with_ci(
     full = grid_curve(t, s, step)
     tpr_full = _interp_roc(*roc_points(full), grid)
     idx = resample_indices(t.size, n_resamples, seed)
+    thresholds = full.thresholds
+    tp, fp = grid_counts_batch(t, s, idx, thresholds)
+    n_pos = t[idx].sum(1)
+    n_neg = t.size - n_pos
     tprs = np.full((n_resamples, n_fpr), np.nan)
     aucs = np.full(n_resamples, np.nan)
-    for b in range(n_resamples):
-        tb = t[idx[b]]
-        if tb.all() or not tb.any():
-            continue
-        curve = grid_curve(tb, s[idx[b]], step)
+    for b in np.flatnonzero((n_pos > 0) & (n_neg > 0)):
+        curve = Curve(thresholds=thresholds, tp=tp[b], fp=fp[b], n_pos=int(n_pos[b]), n_neg=int(n_neg[b]))
         tprs[b] = _interp_roc(*roc_points(curve), grid)
         aucs[b] = auroc(curve)
     ok = np.isfinite(aucs)

@@ -263,6 +263,46 @@ def thresholds_table(
     return [indices_at_threshold(t, s, float(thr)) for thr in thresholds]
 
 
+def multiclass_auroc(
+    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], step: float = 0.005
+) -> dict[str, dict[str, float]]:
+    """One-vs-rest AUROC/AUPRC per class from class probabilities, and their macro averages.
+
+    Args:
+        y_true: true class indices 0..C-1, shape (n,).
+        probs: class probabilities, shape (n, C).
+        class_names: the C class names.
+        step: threshold grid step.
+
+    Returns:
+        ``{class: {"auroc", "auroc_exact", "auprc", "auprc_exact"}, ..., "macro": {...}}``; a class
+        absent from ``y_true`` (or the only class present) gets NaN and is skipped by the macro mean.
+    """
+    t = np.asarray(y_true).astype(int)
+    p = np.asarray(probs, dtype=float)
+    if p.ndim != 2 or p.shape != (t.size, len(class_names)):
+        raise DataError(f"probs must have shape (n, {len(class_names)}), got {p.shape}")
+    out: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(class_names):
+        yk = (t == k).astype(int)
+        if yk.all() or not yk.any():
+            out[name] = dict.fromkeys(("auroc", "auroc_exact", "auprc", "auprc_exact"), float("nan"))
+            continue
+        curve = grid_curve(yk, p[:, k], step)
+        out[name] = {
+            "auroc": auroc(curve),
+            "auroc_exact": auroc_exact(yk, p[:, k]),
+            "auprc": auprc(curve),
+            "auprc_exact": auprc_exact(yk, p[:, k]),
+        }
+    macro = {}
+    for key in ("auroc", "auroc_exact", "auprc", "auprc_exact"):
+        vals = np.array([out[name][key] for name in class_names])
+        macro[key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+    out["macro"] = macro
+    return out
+
+
 # ------------------------------------------------------------------------------- calibration
 @dataclass(frozen=True)
 class Reliability:
