@@ -69,7 +69,9 @@ def test_percentile_ci_covers_a_bernoulli_mean_about_95_percent() -> None:
     covered = 0
     for rep in range(reps):
         x = (rng.uniform(size=n) < p_true).astype(float)
-        res = bootstrap(lambda a: a.mean(-1), x, n_resamples=500, seed=rep, vectorised=True)["value"]
+        res = bootstrap(lambda a: a.mean(-1), x, n_resamples=500, seed=rep, vectorised=True)[
+            "value"
+        ]
         covered += res.low <= p_true <= res.high
     assert 0.90 <= covered / reps <= 0.99
 

@@ -170,8 +170,12 @@ def test_multiclass_auroc_equals_sklearn_ovr_macro() -> None:
     logits = rng.normal(size=(150, 3)) + 1.5 * np.eye(3)[y]
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     got = multiclass_auroc(y, probs, ["normal", "pneumonia", "covid19"])
-    assert got["macro"]["auroc_exact"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert got["macro"]["auroc_exact"] == pytest.approx(
+        roc_auc_score(y, probs, multi_class="ovr", average="macro")
+    )
     assert got["macro"]["auroc"] == pytest.approx(got["macro"]["auroc_exact"], abs=0.005)
-    assert got["covid19"]["auprc_exact"] == pytest.approx(average_precision_score(y == 2, probs[:, 2]))
+    assert got["covid19"]["auprc_exact"] == pytest.approx(
+        average_precision_score(y == 2, probs[:, 2])
+    )
     absent = multiclass_auroc(np.zeros(4, int), np.full((4, 2), 0.5), ["a", "b"])
     assert np.isnan(absent["a"]["auroc"]) and np.isnan(absent["macro"]["auroc"])

@@ -35,11 +35,20 @@ def _data(n: int = 80):
 
 
 def test_metrics_json_is_flat_and_strict(tmp_path) -> None:
-    metrics = {"test": {"f1": np.float64(0.9), "n": np.int64(40), "kappa": float("nan")}, "auroc": 0.95,
-               "significant": np.bool_(True)}
+    metrics = {
+        "test": {"f1": np.float64(0.9), "n": np.int64(40), "kappa": float("nan")},
+        "auroc": 0.95,
+        "significant": np.bool_(True),
+    }
     path = write_metrics_json(metrics, tmp_path / "metrics.json")
     data = json.loads(path.read_text())  # strict JSON: no NaN literal
-    assert data == {"test.f1": 0.9, "test.n": 40, "test.kappa": None, "auroc": 0.95, "significant": True}
+    assert data == {
+        "test.f1": 0.9,
+        "test.n": 40,
+        "test.kappa": None,
+        "auroc": 0.95,
+        "significant": True,
+    }
     assert "NaN" not in path.read_text()
     assert flatten_metrics({"a": {"b": {"c": 1}}}) == {"a.b.c": 1}
 
@@ -55,7 +64,11 @@ def test_curve_files(tmp_path) -> None:
     assert np.all(np.diff(fpr) >= 0) and np.trapezoid(tpr, fpr) == pytest.approx(auroc(curve))
     pr = write_curve_csv(curve, "pr", tmp_path / "pr.csv")
     assert list(next(csv.DictReader(pr.open()))) == ["recall", "precision", "threshold"]
-    both = json.loads(write_curve_json({"roc": (curve, "roc"), "prc": (curve, "pr")}, tmp_path / "c.json").read_text())
+    both = json.loads(
+        write_curve_json(
+            {"roc": (curve, "roc"), "prc": (curve, "pr")}, tmp_path / "c.json"
+        ).read_text()
+    )
     assert set(both) == {"roc", "prc"} and {"fpr", "tpr"} <= set(both["roc"][0])
     with pytest.raises(ValueError):
         write_curve_csv(curve, "det", tmp_path / "x.csv")
@@ -72,21 +85,36 @@ def _figures(tmp_path: Path):
     reader = bootstrap_binary_indices(y, reads["Rad-5th"], n_resamples=50, seed=0)
     figures = {
         "ROC": plot_roc({"model": curve}, figs / "roc.png", readers=pts),
-        "Precision-recall with iso-F1 lines": plot_pr({"model": curve}, figs / "pr.png", readers=pts),
+        "Precision-recall with iso-F1 lines": plot_pr(
+            {"model": curve}, figs / "pr.png", readers=pts
+        ),
         "Bootstrap boxplots": plot_boxplots({"model": model, "Rad-5th": reader}, figs / "box.png"),
     }
-    metrics = {"model": {k: v.as_dict() for k, v in model.items()},
-               "Rad-5th": {k: v.as_dict() for k, v in reader.items()}}
+    metrics = {
+        "model": {k: v.as_dict() for k, v in model.items()},
+        "Rad-5th": {k: v.as_dict() for k, v in reader.items()},
+    }
     tables = {
         "Thresholds": thresholds_table(y, s, [0.3, 0.5, 0.7]),
-        "McNemar": [{"reader": k, **v.as_dict()} for k, v in compare_with_readers(y, pred, reads).items()],
+        "McNemar": [
+            {"reader": k, **v.as_dict()} for k, v in compare_with_readers(y, pred, reads).items()
+        ],
     }
     return figures, metrics, tables
 
 
 def test_model_card_references_every_figure(tmp_path) -> None:
     figures, metrics, tables = _figures(tmp_path)
-    shortcut = [{"features": "histogram", "target": "source", "auroc": 0.99, "n": 80, "n_groups": 2, "note": ""}]
+    shortcut = [
+        {
+            "features": "histogram",
+            "target": "source",
+            "auroc": 0.99,
+            "n": 80,
+            "n_groups": 2,
+            "note": "",
+        }
+    ]
     page = write_model_card(
         tmp_path / "card" / "model_card.html",
         model_name="cnncf <student>",
@@ -105,7 +133,9 @@ def test_model_card_references_every_figure(tmp_path) -> None:
     assert len(srcs) == len(figures)
     for src in srcs:
         assert (page.parent / src).resolve().is_file()
-    assert {(page.parent / s).resolve() for s in srcs} == {Path(p).resolve() for p in figures.values()}
+    assert {(page.parent / s).resolve() for s in srcs} == {
+        Path(p).resolve() for p in figures.values()
+    }
     for caption in figures:
         assert caption in text
     assert "0.9900" in text and "McNemar" in text and "95% CI" in text
@@ -113,12 +143,15 @@ def test_model_card_references_every_figure(tmp_path) -> None:
 
 def test_model_card_embedded_and_missing_figure(tmp_path) -> None:
     figures, metrics, _ = _figures(tmp_path)
-    page = write_model_card(tmp_path / "card.html", model_name="m", metrics=metrics, figures=figures,
-                            embed_figures=True)
+    page = write_model_card(
+        tmp_path / "card.html", model_name="m", metrics=metrics, figures=figures, embed_figures=True
+    )
     srcs = re.findall(r'<img src="([^"]+)"', page.read_text())
     assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,iVBOR") for s in srcs)
     with pytest.raises(FileNotFoundError):
-        write_model_card(tmp_path / "x.html", model_name="m", figures={"gone": tmp_path / "gone.png"})
+        write_model_card(
+            tmp_path / "x.html", model_name="m", figures={"gone": tmp_path / "gone.png"}
+        )
 
 
 @pytest.mark.slow
@@ -132,6 +165,12 @@ def test_dvc_metrics_show_reads_the_file(tmp_path) -> None:
     subprocess.run([str(dvc), "init", "-q"], cwd=tmp_path, check=True, env=env)
     write_metrics_json({"test": {"f1": 0.9672, "kappa": 0.954}}, tmp_path / "metrics.json")
     (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics.json\n")
-    out = subprocess.run([str(dvc), "metrics", "show", "--json"], cwd=tmp_path, check=True, env=env,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(dvc), "metrics", "show", "--json"],
+        cwd=tmp_path,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "0.9672" in out and "test.f1" in out

@@ -19,16 +19,23 @@ def _data(n: int = 90):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, n)
     s = np.clip(0.35 * y + rng.uniform(0, 0.65, n), 0, 1)
-    reads = {"Rad-5th": np.where(rng.uniform(size=n) < 0.9, y, 1 - y),
-             "Intern": np.where(rng.uniform(size=n) < 0.7, y, 1 - y)}
+    reads = {
+        "Rad-5th": np.where(rng.uniform(size=n) < 0.9, y, 1 - y),
+        "Intern": np.where(rng.uniform(size=n) < 0.7, y, 1 - y),
+    }
     return y, s, reads
 
 
 def test_evaluate_binary_end_to_end(tmp_path) -> None:
     y, s, reads = _data()
     cfg = EvaluateConfig(bootstrap=50)
-    subsets = {"first half": np.arange(y.size) < 45, "rtpcr_negative": (y == 1) & (np.arange(y.size) % 3 == 0)}
-    res = evaluate_binary(y, s, cfg, reads=reads, subsets=subsets, figures_dir=tmp_path / "fig", name="CNNCF")
+    subsets = {
+        "first half": np.arange(y.size) < 45,
+        "rtpcr_negative": (y == 1) & (np.arange(y.size) % 3 == 0),
+    }
+    res = evaluate_binary(
+        y, s, cfg, reads=reads, subsets=subsets, figures_dir=tmp_path / "fig", name="CNNCF"
+    )
     assert res["threshold"] == 0.5
     assert res["indices"]["f1"].point == pytest.approx(f1_score(y, s >= 0.5))
     assert res["metrics"]["auroc_exact"] == pytest.approx(roc_auc_score(y, s))
@@ -48,7 +55,9 @@ def test_evaluate_binary_end_to_end(tmp_path) -> None:
 def test_operating_threshold_rules() -> None:
     y, s, _ = _data()
     assert operating_threshold(EvaluateConfig()) == 0.5
-    thr = operating_threshold(EvaluateConfig(threshold_rule="sensitivity_floor", min_sensitivity=0.9), y, s)
+    thr = operating_threshold(
+        EvaluateConfig(threshold_rule="sensitivity_floor", min_sensitivity=0.9), y, s
+    )
     assert (s[y == 1] >= thr).mean() >= 0.9
     with pytest.raises(DataError):
         operating_threshold(EvaluateConfig(threshold_rule="youden"))

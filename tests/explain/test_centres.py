@@ -62,15 +62,19 @@ def test_dbscan_recovers_planted_3d_centre() -> None:
 
 def test_box_centres() -> None:
     boxes = [[10, 20, 30, 60], [0, 0, 100, 50]]
-    np.testing.assert_allclose(box_centres(boxes, (100, 200)), [[20 / 200, 40 / 100], [50 / 200, 25 / 100]])
-    np.testing.assert_allclose(box_centres_3d([[10, 20, 30, 60]], [4], (8, 100, 200)), [[0.5, 0.4, 0.1]])
+    np.testing.assert_allclose(
+        box_centres(boxes, (100, 200)), [[20 / 200, 40 / 100], [50 / 200, 25 / 100]]
+    )
+    np.testing.assert_allclose(
+        box_centres_3d([[10, 20, 30, 60]], [4], (8, 100, 200)), [[0.5, 0.4, 0.1]]
+    )
 
 
 def test_matching_hungarian_and_nearest() -> None:
     pred = np.array([[0.9, 0.9], [0.1, 0.1], [0.5, 0.5]])
     exp = np.array([[0.12, 0.1], [0.88, 0.92]])
     pi, ei = match_centres(pred, exp)
-    assert sorted(zip(pi.tolist(), ei.tolist())) == [(0, 1), (1, 0)]
+    assert sorted(zip(pi.tolist(), ei.tolist(), strict=True)) == [(0, 1), (1, 0)]
     pi, ei = match_centres(pred[:1], exp, method="nearest")  # one predicted centre reused
     assert pi.tolist() == [0, 0] and ei.tolist() == [0, 1]
     assert match_centres(np.zeros((0, 2)), exp)[0].size == 0

@@ -20,7 +20,9 @@ class BlobNet(nn.Module):
         super().__init__()
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         pool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
-        self.features = nn.Sequential(conv(1, 2, 3, padding=1, padding_mode="replicate"), nn.ReLU(inplace=True), pool(2))
+        self.features = nn.Sequential(
+            conv(1, 2, 3, padding=1, padding_mode="replicate"), nn.ReLU(inplace=True), pool(2)
+        )
         with torch.no_grad():
             k = self.features[0].weight
             k.zero_()

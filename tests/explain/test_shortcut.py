@@ -27,7 +27,11 @@ def _images(n_per_source: int, offsets: list[float], seed: int = 0):
 
 @pytest.mark.parametrize(
     "kwargs,shape_in,expected",
-    [({"size": 16}, (40, 30), (3, 256)), ({"size": 8}, (5, 40, 30), (3, 64)), ({"size": 4}, (40, 30, 3), (3, 16))],
+    [
+        ({"size": 16}, (40, 30), (3, 256)),
+        ({"size": 8}, (5, 40, 30), (3, 64)),
+        ({"size": 4}, (40, 30, 3), (3, 16)),
+    ],
 )
 def test_pixel_feature_shapes(kwargs, shape_in, expected) -> None:
     imgs = [np.ones(shape_in, dtype=np.float32)] * 3

@@ -109,7 +109,9 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
 
 def _result(point: float, samples: np.ndarray, level: float) -> BootstrapResult:
     low, high = percentile_interval(samples, level)
-    return BootstrapResult(point=float(point), samples=np.asarray(samples, float), low=low, high=high, level=level)
+    return BootstrapResult(
+        point=float(point), samples=np.asarray(samples, float), low=low, high=high, level=level
+    )
 
 
 def bootstrap(
@@ -210,7 +212,11 @@ def auroc_batch(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_auroc(
-    y_true: np.ndarray, scores: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> BootstrapResult:
     """Bootstrap the exact AUROC, vectorised (resamples with one class only are undefined).
 
@@ -277,7 +283,9 @@ def grid_counts_batch(
         (tp, fp), each of shape (B, len(thresholds)).
     """
     t = np.asarray(y_true).astype(bool)
-    cell = np.clip(np.searchsorted(thresholds, np.asarray(scores, float), side="right") - 1, 0, None)
+    cell = np.clip(
+        np.searchsorted(thresholds, np.asarray(scores, float), side="right") - 1, 0, None
+    )
     n_res, n_cells = idx.shape[0], thresholds.size
     flat = (np.arange(n_res)[:, None] * n_cells + cell[idx]).ravel()
     pos = np.bincount(flat, weights=t[idx].ravel().astype(float), minlength=n_res * n_cells)
@@ -328,7 +336,9 @@ def roc_with_ci(
     tprs = np.full((n_resamples, n_fpr), np.nan)
     aucs = np.full(n_resamples, np.nan)
     for b in np.flatnonzero((n_pos > 0) & (n_neg > 0)):
-        curve = Curve(thresholds=thresholds, tp=tp[b], fp=fp[b], n_pos=int(n_pos[b]), n_neg=int(n_neg[b]))
+        curve = Curve(
+            thresholds=thresholds, tp=tp[b], fp=fp[b], n_pos=int(n_pos[b]), n_neg=int(n_neg[b])
+        )
         tprs[b] = _interp_roc(*roc_points(curve), grid)
         aucs[b] = auroc(curve)
     ok = np.isfinite(aucs)
@@ -337,7 +347,9 @@ def roc_with_ci(
         low, high = np.quantile(tprs[ok], [alpha, 1.0 - alpha], axis=0)
     else:
         low = high = np.full(n_fpr, np.nan)
-    return RocBand(fpr=grid, tpr=tpr_full, low=low, high=high, auc=_result(auroc(full), aucs, level))
+    return RocBand(
+        fpr=grid, tpr=tpr_full, low=low, high=high, auc=_result(auroc(full), aucs, level)
+    )
 
 
 def plot_roc_band(

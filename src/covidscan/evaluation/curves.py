@@ -210,7 +210,9 @@ def pr_auc_trapezoid(curve: Curve) -> float:
         The area.
     """
     recall, precision, _ = pr_points(curve)
-    return float(np.trapezoid(np.concatenate([[precision[0]], precision]), np.concatenate([[0.0], recall])))
+    return float(
+        np.trapezoid(np.concatenate([[precision[0]], precision]), np.concatenate([[0.0], recall]))
+    )
 
 
 def auprc_exact(y_true: np.ndarray, scores: np.ndarray) -> float:
@@ -286,7 +288,9 @@ def multiclass_auroc(
     for k, name in enumerate(class_names):
         yk = (t == k).astype(int)
         if yk.all() or not yk.any():
-            out[name] = dict.fromkeys(("auroc", "auroc_exact", "auprc", "auprc_exact"), float("nan"))
+            out[name] = dict.fromkeys(
+                ("auroc", "auroc_exact", "auprc", "auprc_exact"), float("nan")
+            )
             continue
         curve = grid_curve(yk, p[:, k], step)
         out[name] = {
@@ -473,13 +477,20 @@ def plot_pr(
         r, p = iso_f1_curve(level)
         keep = p <= 1.0
         ax.plot(r[keep], p[keep], color="grey", ls="--", lw=0.8, alpha=0.7)
-        ax.annotate(f"F1={level:.1f}", xy=(0.9, 0.9 * level / (1.8 - level) + 0.02), color="grey", fontsize=7)
+        ax.annotate(
+            f"F1={level:.1f}",
+            xy=(0.9, 0.9 * level / (1.8 - level) + 0.02),
+            color="grey",
+            fontsize=7,
+        )
     for label, curve in curves.items():
         recall, precision, _ = pr_points(curve)
         ax.plot(recall, precision, lw=1.8, label=f"{label} (AUPRC {auprc(curve):.4f})")
     for name, idx in (readers or {}).items():
         ax.plot(idx["sensitivity"], idx["precision"], "o", ms=6, label=name)
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.05), xlabel="Recall (sensitivity)", ylabel="Precision")
+    ax.set(
+        xlim=(-0.01, 1.01), ylim=(-0.01, 1.05), xlabel="Recall (sensitivity)", ylabel="Precision"
+    )
     ax.set_title(title)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
@@ -500,7 +511,9 @@ def plot_reliability(rel: Reliability, path: Path | str, title: str = "Reliabili
     centres = (rel.edges[:-1] + rel.edges[1:]) / 2
     width = np.diff(rel.edges)
     ok = rel.counts > 0
-    ax.bar(centres[ok], rel.frequency[ok], width=width[ok], edgecolor="k", alpha=0.6, label="observed")
+    ax.bar(
+        centres[ok], rel.frequency[ok], width=width[ok], edgecolor="k", alpha=0.6, label="observed"
+    )
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
     ax.plot(rel.confidence[ok], rel.frequency[ok], "o-", color="C1", ms=4, label="bin mean score")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="Predicted probability", ylabel="Observed frequency")

@@ -133,7 +133,9 @@ def indices_from_counts(counts: ConfusionCounts) -> dict[str, np.ndarray]:
     Returns:
         Mapping index name -> float array of the counts' shape (NaN per the module's rule).
     """
-    tp, fp, tn, fn = (np.asarray(c, dtype=float) for c in (counts.tp, counts.fp, counts.tn, counts.fn))
+    tp, fp, tn, fn = (
+        np.asarray(c, dtype=float) for c in (counts.tp, counts.fp, counts.tn, counts.fn)
+    )
     n = tp + fp + tn + fn
     p_o = ratio(tp + tn, n)
     # chance agreement: P(both positive) + P(both negative) under independent marginals

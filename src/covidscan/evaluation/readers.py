@@ -50,7 +50,13 @@ class McNemarResult:
 
     def as_dict(self) -> dict[str, float | int | str]:
         """Plain dict of the fields."""
-        return {"b": self.b, "c": self.c, "statistic": self.statistic, "p_value": self.p_value, "method": self.method}
+        return {
+            "b": self.b,
+            "c": self.c,
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "method": self.method,
+        }
 
 
 def mcnemar_test(b: int, c: int, exact_below: int = 25) -> McNemarResult:
@@ -74,11 +80,20 @@ def mcnemar_test(b: int, c: int, exact_below: int = 25) -> McNemarResult:
         p = 1.0 if n == 0 else min(1.0, 2.0 * float(stats.binom.cdf(k, n, 0.5)))
         return McNemarResult(b=b, c=c, statistic=float(k), p_value=p, method="exact")
     statistic = (abs(b - c) - 1.0) ** 2 / n
-    return McNemarResult(b=b, c=c, statistic=float(statistic), p_value=float(stats.chi2.sf(statistic, 1)), method="chi2_corrected")
+    return McNemarResult(
+        b=b,
+        c=c,
+        statistic=float(statistic),
+        p_value=float(stats.chi2.sf(statistic, 1)),
+        method="chi2_corrected",
+    )
 
 
 def discordant_pairs(
-    y_true: np.ndarray | None, model_pred: np.ndarray, reader_pred: np.ndarray, on: str = "correctness"
+    y_true: np.ndarray | None,
+    model_pred: np.ndarray,
+    reader_pred: np.ndarray,
+    on: str = "correctness",
 ) -> tuple[int, int]:
     """The discordant counts (b, c) of the model and a reader on the same cases.
 
@@ -127,7 +142,9 @@ def compare_with_readers(
         Reader name -> result.
     """
     return {
-        name: mcnemar_test(*discordant_pairs(y_true, model_pred, calls, on=on), exact_below=exact_below)
+        name: mcnemar_test(
+            *discordant_pairs(y_true, model_pred, calls, on=on), exact_below=exact_below
+        )
         for name, calls in reads.items()
     }
 
@@ -152,12 +169,16 @@ def reader_indices(
         Reader name -> index name -> result.
     """
     return {
-        name: bootstrap_binary_indices(y_true, calls, n_resamples=n_resamples, seed=seed, level=level)
+        name: bootstrap_binary_indices(
+            y_true, calls, n_resamples=n_resamples, seed=seed, level=level
+        )
         for name, calls in reads.items()
     }
 
 
-def reader_points(y_true: np.ndarray, reads: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def reader_points(
+    y_true: np.ndarray, reads: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
     """Point indices of each reader, for drawing the readers on ROC/PR plots.
 
     Args:

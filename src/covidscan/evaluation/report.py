@@ -21,7 +21,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ def _clean(value: Any) -> Any:
         return str(value)
     if not math.isfinite(f):
         return None
-    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
+    if isinstance(value, int) or (
+        hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"
+    ):
         return int(value)
     return f
 
@@ -100,7 +102,9 @@ def write_metrics_json(metrics: Mapping[str, Any], path: Path | str) -> Path:
         The written path.
     """
     flat = flatten_metrics(metrics)
-    return _write_atomic(Path(path), json.dumps(flat, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return _write_atomic(
+        Path(path), json.dumps(flat, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    )
 
 
 def curve_rows(curve: Curve, kind: str) -> list[dict[str, float]]:
@@ -116,7 +120,10 @@ def curve_rows(curve: Curve, kind: str) -> list[dict[str, float]]:
     if kind == "roc":
         fpr, tpr = roc_points(curve)
         thr = [None, *curve.thresholds[::-1].tolist(), None]
-        return [{"fpr": float(f), "tpr": float(t), "threshold": th} for f, t, th in zip(fpr, tpr, thr, strict=True)]
+        return [
+            {"fpr": float(f), "tpr": float(t), "threshold": th}
+            for f, t, th in zip(fpr, tpr, thr, strict=True)
+        ]
     if kind == "pr":
         recall, precision, thresholds = pr_points(curve)
         return [
@@ -291,7 +298,10 @@ def write_model_card(
     ]
     if description:
         parts += ["<h2>Model</h2>", f"<p>{esc(description)}</p>"]
-    parts += ["<h2>Data</h2>", _table([{"item": k, "value": v} for k, v in (data_summary or {}).items()])]
+    parts += [
+        "<h2>Data</h2>",
+        _table([{"item": k, "value": v} for k, v in (data_summary or {}).items()]),
+    ]
     parts += ["<h2>Metrics</h2>", _metrics_table(metrics or {})]
     for title, rows in (tables or {}).items():
         parts += [f"<h3>{esc(title)}</h3>", _table(rows)]
@@ -305,9 +315,17 @@ def write_model_card(
         ]
     if figures:
         parts.append("<h2>Figures</h2>")
-        parts += [_img(Path(fig), page_dir, embed_figures, caption) for caption, fig in figures.items()]
-    parts += ["<h2>Limitations</h2>", "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in limitations) + "</ul>"]
-    facts = {"covidscan version": __version__, "generated (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")}
+        parts += [
+            _img(Path(fig), page_dir, embed_figures, caption) for caption, fig in figures.items()
+        ]
+    parts += [
+        "<h2>Limitations</h2>",
+        "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in limitations) + "</ul>",
+    ]
+    facts = {
+        "covidscan version": __version__,
+        "generated (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+    }
     facts.update(extra or {})
     parts += ["<h2>Provenance</h2>", _table([{"item": k, "value": v} for k, v in facts.items()])]
     parts += [f'<p class="notice">{esc(RESEARCH_NOTICE)}</p>', "</body></html>"]

@@ -67,9 +67,14 @@ def operating_threshold(
     if config.threshold_rule == "fixed":
         return float(config.threshold)
     if y_val is None or scores_val is None:
-        raise DataError(f"evaluate.threshold_rule={config.threshold_rule!r} needs validation scores")
+        raise DataError(
+            f"evaluate.threshold_rule={config.threshold_rule!r} needs validation scores"
+        )
     return choose_threshold(
-        y_val, scores_val, rule=config.threshold_rule, min_sensitivity=config.min_sensitivity,
+        y_val,
+        scores_val,
+        rule=config.threshold_rule,
+        min_sensitivity=config.min_sensitivity,
         step=config.threshold_step,
     )
 
@@ -108,7 +113,11 @@ def evaluate_binary(
     t = np.asarray(y_true).astype(int)
     s = np.asarray(scores, dtype=float)
     thr = float(config.threshold if threshold is None else threshold)
-    boot = {"n_resamples": config.bootstrap, "seed": config.bootstrap_seed, "level": config.ci_level}
+    boot = {
+        "n_resamples": config.bootstrap,
+        "seed": config.bootstrap_seed,
+        "level": config.ci_level,
+    }
     pred = binarize(s, thr).astype(int)
     indices = bootstrap_binary_indices(t, pred, **boot)
     curve: Curve = grid_curve(t, s, config.threshold_step)
@@ -151,20 +160,30 @@ def evaluate_binary(
         out = Path(figures_dir)
         pts = reader_points(t, reads)
         figures["ROC"] = plot_roc({name: curve}, out / "roc.png", readers=pts)
-        figures["Precision-recall (grey dashed: iso-F1)"] = plot_pr({name: curve}, out / "pr.png", readers=pts)
+        figures["Precision-recall (grey dashed: iso-F1)"] = plot_pr(
+            {name: curve}, out / "pr.png", readers=pts
+        )
         if band is not None:
-            figures["ROC with 95% CI"] = plot_roc_band(band, out / "roc_ci.png", readers=pts, label=name)
-        figures["Bootstrap distributions"] = plot_boxplots({name: indices, **readers_ci}, out / "boxplots.png")
+            figures["ROC with 95% CI"] = plot_roc_band(
+                band, out / "roc_ci.png", readers=pts, label=name
+            )
+        figures["Bootstrap distributions"] = plot_boxplots(
+            {name: indices, **readers_ci}, out / "boxplots.png"
+        )
         figures["Reliability"] = plot_reliability(rel, out / "reliability.png")
 
     card_metrics = {name: {k: r.as_dict() for k, r in indices.items()}}
     if auroc_ci is not None:
         card_metrics[name]["auroc"] = auroc_ci.as_dict()
     card_metrics[name]["auprc"] = metrics["auprc"]
-    card_metrics.update({r: {k: v.as_dict() for k, v in ci.items()} for r, ci in readers_ci.items()})
+    card_metrics.update(
+        {r: {k: v.as_dict() for k, v in ci.items()} for r, ci in readers_ci.items()}
+    )
     card_tables = {
         "Indices at several thresholds": table,
-        "McNemar's test, model vs reader": [{"reader": r, **m.as_dict()} for r, m in mcnemar.items()],
+        "McNemar's test, model vs reader": [
+            {"reader": r, **m.as_dict()} for r, m in mcnemar.items()
+        ],
         "Subsets": [{"subset": k, **v} for k, v in subset_rows.items()],
     }
     return {

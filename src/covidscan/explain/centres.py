@@ -70,7 +70,9 @@ def heatmap_centres(
     return centres[:, ::-1] if dim == 2 else centres  # 2D: (row, col) -> (x, y)
 
 
-def box_centres(boxes: np.ndarray | Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
+def box_centres(
+    boxes: np.ndarray | Sequence[Sequence[float]], shape: tuple[int, int]
+) -> np.ndarray:
     """Normalised (x, y) centres of 2D boxes ``(x0, y0, x1, y1)`` (pixels, x = column).
 
     Args:
@@ -165,8 +167,12 @@ def agreement_over_cases(
     preds, experts, unmatched = [], [], 0
     for pred, exp in cases:
         pi, ei = match_centres(pred, exp, method)
-        preds.append(np.asarray(pred, float)[pi] if pi.size else np.zeros((0, np.asarray(exp).shape[-1])))
-        experts.append(np.asarray(exp, float)[ei] if ei.size else np.zeros((0, np.asarray(exp).shape[-1])))
+        preds.append(
+            np.asarray(pred, float)[pi] if pi.size else np.zeros((0, np.asarray(exp).shape[-1]))
+        )
+        experts.append(
+            np.asarray(exp, float)[ei] if ei.size else np.zeros((0, np.asarray(exp).shape[-1]))
+        )
         unmatched += len(exp) - len(set(ei.tolist()))
     p = np.concatenate(preds) if preds else np.zeros((0, 2))
     e = np.concatenate(experts) if experts else np.zeros((0, 2))

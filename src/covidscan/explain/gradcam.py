@@ -34,7 +34,11 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
     lo = flat.min(1, keepdim=True).values
     hi = flat.max(1, keepdim=True).values
     span = hi - lo
-    scaled = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(flat))
+    scaled = torch.where(
+        span > 0,
+        (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)),
+        torch.zeros_like(flat),
+    )
     return scaled.reshape(x.shape)
 
 
@@ -68,7 +72,9 @@ def grad_cam(
     if single:
         x = x[None]
     if x.ndim != spatial_dims + 2:
-        raise DataError(f"expected (C, *spatial) or (B, C, *spatial) with {spatial_dims} spatial dims, got {tuple(x.shape)}")
+        raise DataError(
+            f"expected (C, *spatial) or (B, C, *spatial) with {spatial_dims} spatial dims, got {tuple(x.shape)}"
+        )
     names = dict(model.named_modules())
     if target_layer not in names:
         raise DataError(f"Grad-CAM target layer {target_layer!r} not found in the model")

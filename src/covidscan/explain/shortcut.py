@@ -48,7 +48,10 @@ def pixel_features(images: Sequence[np.ndarray], size: int = 16) -> np.ndarray:
         Array (n, size * size).
     """
     return np.stack(
-        [cv2.resize(_as_2d(im), (size, size), interpolation=cv2.INTER_AREA).ravel() for im in images]
+        [
+            cv2.resize(_as_2d(im), (size, size), interpolation=cv2.INTER_AREA).ravel()
+            for im in images
+        ]
     )
 
 
@@ -99,7 +102,9 @@ def source_predictability(
     x = np.asarray(features, dtype=float)
     labels, y = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     if x.ndim != 2 or x.shape[0] != y.size:
-        raise DataError(f"features must be (n, d) with one group per row, got {x.shape} and {y.size} groups")
+        raise DataError(
+            f"features must be (n, d) with one group per row, got {x.shape} and {y.size} groups"
+        )
     if labels.size < 2:
         raise DataError("the shortcut probe needs at least two sources/centres")
     smallest = int(np.bincount(y).min())
@@ -147,10 +152,26 @@ def shortcut_table(
                 rows.append({"features": fname, "target": tname, **res, "note": ""})
             except DataError as exc:
                 rows.append(
-                    {"features": fname, "target": tname, "auroc": float("nan"), "n": len(groups),
-                     "n_groups": len(set(map(str, groups))), "n_splits": 0, "note": str(exc)}
+                    {
+                        "features": fname,
+                        "target": tname,
+                        "auroc": float("nan"),
+                        "n": len(groups),
+                        "n_groups": len(set(map(str, groups))),
+                        "n_splits": 0,
+                        "note": str(exc),
+                    }
                 )
     if disease_auroc is not None:
-        rows.append({"features": "model", "target": "disease", "auroc": float(disease_auroc), "n": int(disease_n),
-                     "n_groups": 2, "n_splits": 0, "note": "the model's disease AUROC, for comparison"})
+        rows.append(
+            {
+                "features": "model",
+                "target": "disease",
+                "auroc": float(disease_auroc),
+                "n": int(disease_n),
+                "n_groups": 2,
+                "n_splits": 0,
+                "note": "the model's disease AUROC, for comparison",
+            }
+        )
     return rows
