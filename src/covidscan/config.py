@@ -356,9 +356,26 @@ class TrainConfig(Section):
 
 # ----------------------------------------------------------------------- evaluation (issue 7)
 class EvaluateConfig(Section):
+    """Statistics and interpretability (SPEC.md section 5); read by ``covidscan.evaluation``/``explain``."""
+
     bootstrap: int = Field(1000, ge=10)
     threshold_step: float = Field(0.005, gt=0, le=0.5)
     critical_alpha: float = Field(0.001, gt=0, lt=1)
+    ci_level: float = Field(0.95, gt=0, lt=1)  # percentile bootstrap interval
+    bootstrap_seed: int = 0  # assumed; the same seed pairs the model's and the readers' resamples
+    threshold: float = Field(0.5, ge=0, le=1)  # fixed operating threshold (the papers use 0.5)
+    # Operating threshold rule on validation data: "fixed" (the paper) | "youden" | "sensitivity_floor"
+    threshold_rule: Literal["fixed", "youden", "sensitivity_floor"] = "fixed"
+    min_sensitivity: float = Field(0.95, gt=0, le=1)  # assumed; for threshold_rule="sensitivity_floor"
+    report_thresholds: list[float] = Field(
+        default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7]
+    )  # assumed; seed 004 Table 3 lists several thresholds incl. 0.5
+    calibration_bins: int = Field(10, ge=2)  # assumed; equal-width bins of the reliability diagram
+    mcnemar_exact_below: int = Field(25, ge=0)  # exact binomial when discordant pairs < this
+    cam_threshold: float = Field(0.5, gt=0, lt=1)  # assumed; heatmap level kept for DBSCAN
+    dbscan_eps: float = Field(1.5, gt=0)  # assumed; pixels (8-connected neighbours are within 1.5)
+    dbscan_min_samples: int = Field(4, ge=1)  # assumed
+    shortcut_folds: int = Field(5, ge=2)  # assumed; CV folds of the source-shortcut probe
 
 
 # --------------------------------------------------------------------------- tuning (issue 8)
