@@ -1,3 +1,1 @@
-"""Interpretability: Grad-CAM, lesion centres (DBSCAN), PCA, preprocessing figures."""
-
-"""Interpretability: Grad-CAM heatmaps, DBSCAN lesion centres, PCA, the source-shortcut probe."""
+"""Interpretability: Grad-CAM heatmaps, DBSCAN lesion centres, PCA, preprocessing figures, the source-shortcut probe."""
