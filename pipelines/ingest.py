@@ -10,6 +10,7 @@ holds manifest.parquet, clinical/annotations/reads/quarantine/summary.parquet an
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import logging
 import sys
 
@@ -31,7 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params, profile=args.profile)
     from covidscan.data.ingest import ingest
 
-    summary = ingest(params.data.sources, params.data, args.out, progress=not args.no_progress)
+    from covidscan.tracking.runs import log_artifact, log_dict, log_metrics, log_table_input, stage_run
+
+    with stage_run("ingest", params.data, experiment=params.run.experiment_name):
+        summary = ingest(params.data.sources, params.data, args.out, progress=not args.no_progress)
+        log_table_input(Path(args.out) / "manifest.parquet", name="manifest", context="ingest")
+        log_artifact(Path(args.out) / "summary.parquet", "ingest")
+        log_dict({"skipped": summary.skipped}, "ingest/skipped.json")
+        log_metrics({"n_records": summary.n_records, "n_quarantined": summary.n_quarantined})
     # TODO(integrator): log_input — record the manifest as an MLflow dataset input of the stage run
     # here (digest: summary.manifest_sha256 of manifest.parquet; counts: summary.per_source,
     # skipped: summary.skipped). Library code does no MLflow.

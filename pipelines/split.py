@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
             tables.manifest, tables.root, params.subsets, params.splits, params.run.seed,
             clinical=tables.clinical, annotations=tables.annotations,
         )  # fmt: skip
-        table_path, summary_path = write_splits(result, args.out)
+        from covidscan.tracking.runs import log_artifact, log_table_input, stage_run
+
+        with stage_run("split", params.splits, experiment=params.run.experiment_name):
+            table_path, summary_path = write_splits(result, args.out)
+            log_table_input(table_path, name="splits", context="split")
+            log_artifact(summary_path, "split")
     except CovidscanError as err:
         print(f"split: {err}", file=sys.stderr)
         return err.exit_code

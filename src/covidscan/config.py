@@ -423,6 +423,17 @@ class Params(Section):
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "synth": ("synth",),
     "ingest": ("run", "data"),
+    "split": ("run", "subsets", "splits"),
+    "validate": ("subsets", "splits", "validate"),
+    "preprocess": ("run", "preprocess"),
+    "train_teacher": ("run", "subsets", "preprocess", "models", "train", "tune"),
+    "aggregate_cv": ("run", "models", "evaluate"),
+    "distill": ("run", "subsets", "preprocess", "models", "train", "tune"),
+    "train_regressor": ("run", "subsets", "preprocess", "models", "train"),
+    "train_csacnet": ("run", "subsets", "preprocess", "models", "train"),
+    "baselines": ("run", "subsets", "preprocess", "models", "train"),
+    "evaluate": ("run", "subsets", "experiments", "preprocess", "models", "evaluate"),
+    "tune": ("run", "subsets", "preprocess", "models", "train", "tune"),
 }
 
 
