@@ -755,7 +755,7 @@ def _check_pixel_data(ds: Dataset, path: Path, spec: _PixelSpec) -> None:
                     path,
                     f"{where} is {dims[0]} x {dims[1]} but the header says {spec.rows} x {spec.cols} (Rows x Columns)",
                 )
-    except DicomError:
+    except (DicomError, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001
         raise _fail(DecodeError, path, f"cannot parse the encapsulated Pixel Data ({type(err).__name__}: {err})") from None
@@ -887,7 +887,7 @@ def _xray_pixels(ds: Dataset, stored: np.ndarray, path: Path) -> tuple[np.ndarra
         if voi != "none":
             arr = apply_voi_lut(arr, ds, index=0, prefer_lut=True)
         lo, hi = _xray_range(ds, voi)
-    except DicomError:
+    except (DicomError, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001 - an unusable LUT or window is a header problem
         raise _fail(HeaderValueError, path, f"cannot apply the Modality/VOI LUT ({type(err).__name__}: {err})") from None
