@@ -63,7 +63,8 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
     result = train(
         model, train_set, val_set, optim=params.train.classifier, run=params.run, class_weights=params.train.class_weights,
         keep=params.train.keep, lambda_aux=params.models.cnncf.lambda_aux, positive_index=ti.POSITIVE,
-        checkpoint_dir=Path("build/checkpoints/teachers") / task / f"{teacher}-f{fold}", callback=logger,
+        checkpoint_dir=ti.checkpoint_dir(Path("build/checkpoints/teachers") / task / f"{teacher}-f{fold}", params, ti.SPLITS, ti.PROCESSED / "index.parquet"),
+        callback=logger,
     )  # fmt: skip
     model.load_state_dict(result.state_dict)
     for warning in result.warnings:

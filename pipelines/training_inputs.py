@@ -246,3 +246,13 @@ def train_volume_model(name: str, params: Any, train_rows: pd.DataFrame, val_row
                    keep=params.train.keep, positive_index=1, callback=EpochLogger(prefix))  # fmt: skip
     model.load_state_dict(result.state_dict)
     return model, result
+
+
+def checkpoint_dir(base: Path, params: Any, *data_files: Path) -> Path:
+    """``base/<digest>``: resumable checkpoints keyed by the effective params and the input tables, so a
+    rerun after a parameter or data change starts fresh instead of resuming stale (or refused) weights."""
+    h = hashlib.sha256(params.model_dump_json().encode())
+    for path in data_files:
+        if path.is_file():
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return base / h.hexdigest()[:12]
