@@ -1,0 +1,110 @@
+"""DVC stage `baselines`: seed 004's baselines on the CSAC-Net split -> test AUROCs.
+
+    python -m pipelines.baselines [--val-fold 0] [--grid 8] [--bins 16]
+
+On the same CSDS centre-held-out split as train_csacnet (train = training centres minus the
+validation fold, test = the held-out centres):
+
+- MONAI's 3D ResNet (zoo ``resnet3d``), trained like CSAC-Net (``train.csacnet``, Augment3D);
+- an SVM (RBF, ``C=1``, ``gamma="scale"``, balanced class weights) and a random forest (100 trees,
+  balanced class weights, ``run.seed``) from scikit-learn, on simple volume features: the volume
+  average-pooled to ``--grid``^3 plus a ``--bins``-bin intensity histogram on [0, 1].
+
+Writes ``models/baselines/resnet3d.pt`` (zoo.save_model), ``svm.joblib``, ``random_forest.joblib``
+(scikit-learn estimators; joblib pickles: load only files you made) and ``metrics/baselines.json``
+(test AUROC per model; null when the test part lacks a class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines import stage_main
+from pipelines import training_inputs as ti
+
+log = logging.getLogger("pipelines.baselines")
+
+OUT_DIR = Path("models/baselines")
+METRICS = Path("metrics/baselines.json")
+
+
+def volume_features(dataset, grid: int, bins: int) -> np.ndarray:
+    """Per volume: adaptive average pool to grid^3 (flattened) + a normalised histogram on [0, 1]."""
+    feats = []
+    for i in range(len(dataset)):
+        x = dataset[i][0]  # (1, z, y, x)
+        pooled = torch.nn.functional.adaptive_avg_pool3d(x.unsqueeze(0), grid).flatten().numpy()
+        hist, _ = np.histogram(x.numpy(), bins=bins, range=(0.0, 1.0))
+        feats.append(np.concatenate([pooled, hist / max(1, hist.sum())]))
+    return np.asarray(feats, dtype=np.float32)
+
+
+def _clean(v: float) -> float | None:
+    return None if not math.isfinite(v) else round(float(v), 6)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--val-fold", type=int, default=0)
+    parser.add_argument("--grid", type=int, default=8, help="pooled volume size per axis for the SVM/RF features")
+    parser.add_argument("--bins", type=int, default=16, help="intensity histogram bins for the SVM/RF features")
+    args = parser.parse_args(argv)
+
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from covidscan.config import load_params
+    from covidscan.models.zoo import save_model
+    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+
+    params = load_params()
+    index, splits = ti.load_tables()
+    train_rows, val_rows, test_rows = ti.volume_split(index, splits, args.val_fold)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    result: dict[str, dict] = {}
+    with stage_run("baselines", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": ti.manifest_digest()}):
+        model, trained = ti.train_volume_model("resnet3d", params, train_rows, val_rows, prefix="resnet3d/")
+        save_model(model, OUT_DIR / "resnet3d.pt", extra={"history": trained.history})
+        ti.log_loss_curve({"3D ResNet": trained.history}, "figures/resnet3d_loss.png")
+        test_set = ti.volume_dataset(test_rows)
+        y_test = test_rows["y"].to_numpy()
+        scores = {"resnet3d": ti.predict(model, test_set)[:, 1] if len(test_set) else np.zeros(0)}
+
+        x_train = volume_features(ti.volume_dataset(train_rows), args.grid, args.bins)
+        x_test = volume_features(test_set, args.grid, args.bins)
+        y_train = train_rows["y"].to_numpy()
+        classic = {
+            "svm": make_pipeline(StandardScaler(), SVC(C=1.0, kernel="rbf", gamma="scale", class_weight="balanced")),
+            "random_forest": RandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=params.run.seed, n_jobs=1),
+        }
+        for name, estimator in classic.items():
+            if len(np.unique(y_train)) < 2:
+                log.warning("%s: the training part has one class; skipped", name)
+                continue
+            estimator.fit(x_train, y_train)
+            joblib.dump(estimator, OUT_DIR / f"{name}.joblib")
+            if len(x_test):
+                scores[name] = estimator.decision_function(x_test) if name == "svm" else estimator.predict_proba(x_test)[:, 1]
+        for name, score in scores.items():
+            auroc = ti.binary_auroc(y_test, score) if len(score) else float("nan")
+            result[name] = {"test_auroc": _clean(auroc), "n_test": int(len(y_test)), "n_test_positive": int(y_test.sum())}
+            log_metrics({f"{name}/test_auroc": auroc})
+            log.info("%s: test AUROC %s (%d test volumes)", name, result[name]["test_auroc"], len(y_test))
+        METRICS.parent.mkdir(parents=True, exist_ok=True)
+        METRICS.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        log_artifact(METRICS, "metrics")
+        ti.log_peak_rss()
+
+
+if __name__ == "__main__":
+    stage_main(main)

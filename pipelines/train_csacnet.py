@@ -1,0 +1,57 @@
+"""DVC stage `train_csacnet`: the 3D CSAC-Net (seed 004) on CSDS, centre-held-out.
+
+    python -m pipelines.train_csacnet [--val-fold 0]
+
+Input: ``ct_volume`` (1 x volume_slices x volume_size x volume_size, [0, 1]); binary labels (covid19
+vs the rest); train part = the training centres minus train-val fold ``--val-fold`` (the validation
+subset); test = the held-out centres (``splits.centre_test``), untouched here. Cross-entropy (class
+weights per ``train.class_weights``), Adam per ``train.csacnet``, the 3D augmentation
+(covidscan.preprocess.augment.Augment3D). Writes ``models/csacnet.pt`` and registers
+``covidscan-csacnet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipelines import stage_main
+from pipelines import training_inputs as ti
+
+log = logging.getLogger("pipelines.train_csacnet")
+
+OUT = Path("models/csacnet.pt")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--val-fold", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from covidscan.config import load_params
+    from covidscan.models.zoo import save_model
+    from covidscan.tracking.registry import log_model
+    from covidscan.tracking.runs import log_metrics, stage_run
+
+    params = load_params()
+    index, splits = ti.load_tables()
+    train_rows, val_rows, test_rows = ti.volume_split(index, splits, args.val_fold)
+    data_version = ti.manifest_digest()
+    with stage_run("train_csacnet", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": data_version}):
+        model, result = ti.train_volume_model("csacnet", params, train_rows, val_rows)
+        save_model(model, OUT, extra={"history": result.history, "n_train": len(train_rows), "n_val": len(val_rows)})
+        ti.log_loss_curve({"CSAC-Net": result.history}, "figures/loss.png")
+        val = ti.volume_dataset(val_rows)
+        val_auroc = ti.binary_auroc(val_rows["y"].to_numpy(), ti.predict(model, val)[:, 1])
+        log_metrics({"val_auroc_final": val_auroc, "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(test_rows)})
+        log_model(
+            model, "csacnet", ti.example_batch(val, 1), registered_name="covidscan-csacnet", data_version=data_version,
+            checkpoint={"state_dict": model.state_dict(), "config": model.card.build},
+        )  # fmt: skip
+        ti.log_peak_rss()
+    log.info("CSAC-Net: train %d, validation %d (AUROC %.3f) -> %s", len(train_rows), len(val_rows), val_auroc, OUT)
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,96 @@
+"""DVC stage `train_regressor`: CNNRF on the lesion crops of CADS -> the five clinical indicators.
+
+    python -m pipelines.train_regressor [--val-fold 0]
+
+Samples are the lesion crops (``data/processed/lesion_crop``, one file of crops per record) of the
+CADS train-val part; each crop's target is its record's five indicators (clinical.parquet: wbc,
+neutrophil_pct, lymphocyte_pct, procalcitonin, crp), min-max normalised on the training records (the
+min and max are stored with the model: ``extra["target_min"/"target_max"]`` of ``models/cnnrf.pt``;
+a case's prediction is the mean over its crops, de-normalised with them). Loss MSE, optimiser per
+``train.regressor``. Records of ``--val-fold`` are held out for the validation loss (all records train
+when that leaves nothing to train on). Registers ``covidscan-cnnrf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines import stage_main
+from pipelines import training_inputs as ti
+
+log = logging.getLogger("pipelines.train_regressor")
+
+OUT = Path("models/cnnrf.pt")
+SUBSET = "CADS"
+
+
+def crop_items(rows: pd.DataFrame, targets: pd.DataFrame) -> list[tuple[str, int, list[float]]]:
+    items = []
+    for row in rows.itertuples():
+        if not row.crops_path or int(row.n_crops) == 0:
+            continue
+        t = targets.loc[row.record_id].tolist()
+        items += [(row.crops_path, i, t) for i in range(int(row.n_crops))]
+    return items
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--val-fold", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from covidscan.config import load_params
+    from covidscan.errors import DataError
+    from covidscan.models.cnnrf import CLINICAL_INDICATORS
+    from covidscan.models.zoo import build_model, save_model
+    from covidscan.tracking.registry import log_model
+    from covidscan.tracking.runs import log_metrics, stage_run
+    from covidscan.training.loop import train
+
+    params = load_params()
+    index, splits = ti.load_tables()
+    if not ti.CLINICAL.is_file():
+        raise DataError(f"{ti.CLINICAL}: not found (run the ingest stage)")
+    indicators = list(CLINICAL_INDICATORS)
+    clinical = pd.read_parquet(ti.CLINICAL).set_index("record_id")[indicators].astype(float)
+    rows = ti.subset_rows(index, splits, SUBSET)
+    rows = rows[(rows["n_crops"] > 0) & rows["record_id"].isin(clinical.index)]
+    if rows.empty:
+        raise DataError(f"{SUBSET}: no train-val records with lesion crops and clinical indicators (data/splits, data/processed)")
+    train_rows, val_rows = rows[rows["fold"] != args.val_fold], rows[rows["fold"] == args.val_fold]
+    if train_rows.empty:
+        train_rows, val_rows = rows, rows.iloc[:0]
+    lo = clinical.loc[train_rows["record_id"]].min()
+    hi = clinical.loc[train_rows["record_id"]].max()
+    normalised = (clinical - lo) / (hi - lo).replace(0.0, 1.0)
+    train_set = ti.CropDataset(crop_items(train_rows, normalised))
+    val_set = ti.CropDataset(crop_items(val_rows, normalised)) if not val_rows.empty else None
+    data_version = ti.manifest_digest()
+    with stage_run("train_regressor", params.train.regressor, experiment=params.run.experiment_name, tags={"data_version": data_version}):
+        model = build_model("cnnrf", params.models, input_size=params.preprocess.crop_size, num_classes=len(indicators), kind="lesion_crop")
+        logger = ti.EpochLogger()
+        result = train(model, train_set, val_set, optim=params.train.regressor, run=params.run, task="regression", keep=params.train.keep if val_set is not None else "last", callback=logger)
+        model.load_state_dict(result.state_dict)
+        extra = {"target_min": lo.tolist(), "target_max": hi.tolist(), "indicators": indicators, "n_train_records": len(train_rows), "history": result.history}
+        save_model(model, OUT, extra=extra)
+        ti.log_loss_curve({"CNNRF": result.history}, "figures/loss.png")
+        if val_set is not None:
+            pred = ti.predict(model, val_set)
+            target = np.array(val_set.targets)
+            log_metrics({"val_mse_normalised": float(np.mean((pred - target) ** 2))})
+        log_metrics({"n_train_crops": len(train_set), "n_val_crops": len(val_set) if val_set is not None else 0})
+        log_model(
+            model, "cnnrf", ti.example_batch(train_set, 1), registered_name="covidscan-cnnrf", data_version=data_version,
+            checkpoint={"state_dict": model.state_dict(), "config": model.card.build, "target_min": lo.tolist(), "target_max": hi.tolist()},
+        )  # fmt: skip
+        ti.log_peak_rss()
+    log.info("CNNRF: %d training crops from %d records -> %s", len(train_set), len(train_rows), OUT)
+
+
+if __name__ == "__main__":
+    stage_main(main)

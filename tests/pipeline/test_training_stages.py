@@ -1,0 +1,171 @@
+"""The training stages (pipelines/train_teacher.py ... baselines.py) run for real on the tiny profile.
+
+The data stages run once (`dvc repro preprocess` in the copied project); every training stage then
+runs as a subprocess, as DVC would run it. One teacher (TS1) trains its two configured folds; a fold
+beyond `splits.n_folds` writes empty markers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.pipeline.conftest import run
+
+pytestmark = pytest.mark.slow
+
+STAGE_COMMANDS = [
+    ("train_teacher@TS1-0", ["-m", "pipelines.train_teacher", "--teacher", "TS1", "--fold", "0"]),
+    ("train_teacher@TS1-1", ["-m", "pipelines.train_teacher", "--teacher", "TS1", "--fold", "1"]),
+    ("train_teacher@TS1-4", ["-m", "pipelines.train_teacher", "--teacher", "TS1", "--fold", "4"]),
+    ("aggregate_cv", ["-m", "pipelines.aggregate_cv"]),
+    ("distill", ["-m", "pipelines.distill"]),
+    ("train_regressor", ["-m", "pipelines.train_regressor"]),
+    ("train_csacnet", ["-m", "pipelines.train_csacnet"]),
+    ("baselines", ["-m", "pipelines.baselines"]),
+]
+REGISTERED = ["covidscan-student-xray", "covidscan-student-ct", "covidscan-cnnrf", "covidscan-csacnet"]
+
+
+@pytest.fixture(scope="module")
+def trained(dvc_project):
+    """The tiny project after preprocess and every training stage; returns (repo, env, stage logs)."""
+    repo, env = dvc_project
+    env = dict(env, OMP_NUM_THREADS="1", PYTHONPATH=f"{repo / 'src'}:{repo}")
+    run(["dvc", "repro", "preprocess"], repo, env)
+    logs = {}
+    for stage, args in STAGE_COMMANDS:
+        logs[stage] = run([sys.executable, *args], repo, env).stderr
+    return repo, env, logs
+
+
+def test_teacher_outputs_and_markers(trained):
+    from covidscan.models.zoo import load_model
+
+    repo, _, logs = trained
+    for task in ("xray", "ct"):
+        for fold in (0, 1):
+            model = load_model(repo / f"models/teachers/{task}/TS1-f{fold}.pt")
+            assert model.card.arch == "TS1" and list(model.card.class_labels) == ["normal", "pneumonia", "covid19"]
+            oof = pd.read_parquet(repo / f"models/teachers/{task}/TS1-f{fold}.oof.parquet")
+            assert len(oof) > 0 and (oof["fold"] == fold).all()
+            probs = oof[["p_normal", "p_pneumonia", "p_covid19"]].sum(axis=1)
+            assert probs.between(0.999, 1.001).all()
+        assert (repo / f"models/teachers/{task}/TS1-f4.pt").stat().st_size == 0
+        assert pd.read_parquet(repo / f"models/teachers/{task}/TS1-f4.oof.parquet").empty
+    assert "fold not configured" in logs["train_teacher@TS1-4"]
+    # the two folds' out-of-fold rows are disjoint: each train-val record is predicted once
+    oof = pd.read_parquet(repo / "models/teachers/oof.parquet")
+    assert not oof.duplicated(["task", "teacher", "record_id"]).any()
+
+
+def test_cv_metrics(trained):
+    repo, _, _ = trained
+    metrics = json.loads((repo / "metrics/cv.json").read_text())
+    weights = json.loads((repo / "models/teachers/cv.json").read_text())
+    for task in ("xray", "ct"):
+        m = metrics[task]["TS1"]
+        assert m["folds"] == [0, 1] and len(m["fold_auroc"]) == 2
+        finite = [a for a in m["fold_auroc"] if a is not None]
+        if finite:
+            assert m["mean_auroc"] == pytest.approx(sum(finite) / len(finite), abs=1e-5)
+        assert weights[task]["TS1"]["fold_auroc"] == m["fold_auroc"]
+
+
+def test_students_baselines_and_regressor(trained):
+    import torch
+
+    from covidscan.models.zoo import load_model
+
+    repo, _, _ = trained
+    report = json.loads((repo / "metrics/distill.json").read_text())
+    for task in ("xray", "ct"):
+        student = load_model(repo / f"models/student-{task}.pt")
+        assert student.card.arch == "student"
+        assert student.card.threshold == pytest.approx(report[task]["threshold"])
+        assert {"student_val_auroc", "no_kd_val_auroc"} <= set(report[task])
+        assert report[task]["teachers"] == {"TS1": 2}
+    cnnrf_payload = torch.load(repo / "models/cnnrf.pt", weights_only=True)
+    lo, hi = cnnrf_payload["extra"]["target_min"], cnnrf_payload["extra"]["target_max"]
+    assert len(lo) == len(hi) == 5 and all(a <= b for a, b in zip(lo, hi))
+    assert load_model(repo / "models/cnnrf.pt").card.task == "regression"
+    assert load_model(repo / "models/csacnet.pt").card.arch == "csacnet"
+    assert load_model(repo / "models/baselines/resnet3d.pt").card.arch == "resnet3d"
+    assert (repo / "models/baselines/svm.joblib").is_file() and (repo / "models/baselines/random_forest.joblib").is_file()
+    baselines = json.loads((repo / "metrics/baselines.json").read_text())
+    assert set(baselines) == {"resnet3d", "svm", "random_forest"}
+    for entry in baselines.values():
+        assert entry["test_auroc"] is None or 0.0 <= entry["test_auroc"] <= 1.0
+
+
+def _identifiers(repo: Path) -> set[str]:
+    """Pseudonyms from the manifest and the raw DICOM identities of the synthetic export."""
+    import pydicom
+
+    manifest = pd.read_parquet(repo / "data/interim/ingest/manifest.parquet")
+    found = set(manifest["patient_id"]) | set(manifest["study_id"])
+    for path in sorted((repo / "data/raw/synthetic").rglob("*.dcm"))[:40]:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for key in ("PatientID", "PatientName", "AccessionNumber", "InstitutionName"):
+            value = str(ds.get(key, "") or "")
+            if len(value) >= 4:
+                found.add(value)
+    return found
+
+
+def test_mlflow_runs_metrics_and_registry(trained):
+    from mlflow import MlflowClient
+
+    repo, env, _ = trained
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("covidscan")
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    by_stage = {r.data.tags.get("covidscan.stage"): r for r in runs}
+    for stage, _ in STAGE_COMMANDS:
+        assert stage in by_stage, f"no MLflow run for {stage}"
+    # per-epoch metrics (step = epoch) from the loop's callback, and peak RSS
+    teacher = by_stage["train_teacher@TS1-0"]
+    history = client.get_metric_history(teacher.info.run_id, "xray/train_loss")
+    assert [m.step for m in history] == [0]
+    assert {"xray/val_auroc", "xray/lr", "xray/gate_open", "peak_rss_mb_stage"} <= set(teacher.data.metrics)
+    distill = by_stage["distill"]
+    assert {"xray/kd/train_loss", "xray/nokd/train_loss", "ct/student_val_auroc", "ct/no_kd_val_auroc"} <= set(distill.data.metrics)
+    artifacts = [a.path for a in client.list_artifacts(distill.info.run_id, "figures")]
+    assert "figures/xray_loss.png" in artifacts
+    # registered models with the data version
+    digest = hashlib.sha256((repo / "data/interim/ingest/manifest.parquet").read_bytes()).hexdigest()[:16]
+    for name in REGISTERED:
+        versions = client.search_model_versions(f"name='{name}'")
+        assert versions, f"{name} not registered"
+        assert versions[0].tags.get("data_version") == digest
+    # nothing identifying in params or tags
+    ids = _identifiers(repo)
+    assert ids
+    for r in runs:
+        text = json.dumps({"params": r.data.params, "tags": r.data.tags})
+        leaked = [i for i in ids if i in text]
+        assert not leaked, f"run {r.info.run_name} leaks {leaked[:3]}"
+
+
+def test_dvc_snippet_expands(trained):
+    """TRAINING_STAGES.yaml pasted into dvc.yaml: DVC accepts it and expands the 4 x 5 teacher matrix."""
+    repo, env, _ = trained
+    snippet = yaml.safe_load("stages:\n" + (repo / "pipelines/TRAINING_STAGES.yaml").read_text())["stages"]
+    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+    original = (repo / "dvc.yaml").read_text()
+    try:
+        dvc_yaml["stages"].update(snippet)
+        (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+        listed = run(["dvc", "stage", "list"], repo, env).stdout
+    finally:
+        (repo / "dvc.yaml").write_text(original)
+    names = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    teachers = {n for n in names if n.startswith("train_teacher@")}
+    assert len(teachers) == 20
+    assert {"aggregate_cv", "distill", "train_regressor", "train_csacnet", "baselines"} <= names
