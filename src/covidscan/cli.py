@@ -201,5 +201,44 @@ def models(
     out.print(table)
 
 
+@command("evaluate-external")
+def evaluate_external_command(
+    model: Annotated[str, typer.Option("--model", help="Registered model: <name>@<alias> or <name>/<version> (MLflow registry).")],
+    source: Annotated[str, typer.Option("--source", help="<adapter>:<location>, e.g. hospital:/data/export.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the report.")] = Path("reports/external"),
+    params: Annotated[Path | None, typer.Option("--params", help="params.yaml (default: ./params.yaml if present).")] = None,
+    profile: ProfileOption = None,
+    positive: Annotated[list[str], typer.Option("--positive", help="Positive class(es).")] = ["covid19"],  # noqa: B006
+) -> None:
+    """Validate a registered model on an external source: ingest, preprocess, indices with CIs, report."""
+    import tempfile
+
+    from covidscan.config import Params, load_params
+    from covidscan.errors import ConfigError
+    from covidscan.evaluation.external import evaluate_external, parse_source
+    from covidscan.evaluation.report import flatten_metrics
+    from covidscan.tracking.registry import load_model
+    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+
+    p = load_params(params or Path("params.yaml"), profile=profile) if (params or Path("params.yaml").is_file()) else Params()
+    spec = parse_source(source)
+    name, sep, version = model.partition("@") if "@" in model else model.partition("/")
+    if not sep or not name or not version:
+        raise ConfigError(f"--model {model!r}: expected <registered name>@<alias> or <registered name>/<version>")
+    uri = f"models:/{name}@{version}" if "@" in model else f"models:/{name}/{version}"
+    with stage_run("evaluate-external", p.evaluate, experiment=p.run.experiment_name, tags={"covidscan.model_uri": uri, "covidscan.source_adapter": spec.adapter}):
+        loaded = load_model(uri)
+        with tempfile.TemporaryDirectory(prefix="covidscan-external-") as work:
+            result = evaluate_external(loaded, spec, p, out_dir, work, positive=positive)
+        flat = {k: float(v) for k, v in flatten_metrics(result["metrics"]).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        log_metrics({k.replace("+", "_"): v for k, v in flat.items()})
+        for path in sorted(Path(out_dir).rglob("*")):
+            if path.is_file():
+                log_artifact(path, "report")
+    m = result["metrics"]
+    out.print(f"{result['n']} cases; sensitivity {m['sensitivity']['point']:.4f}, specificity {m['specificity']['point']:.4f}; report: {result['card_path']}")
+    out.print(RESEARCH_NOTICE)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -120,8 +120,9 @@ def evaluate_binary(
     }
     pred = binarize(s, thr).astype(int)
     indices = bootstrap_binary_indices(t, pred, **boot)
-    curve: Curve = grid_curve(t, s, config.threshold_step)
     both = 0 < t.sum() < t.size
+    # a test set of one class has no ROC/PR curve (its indices at the threshold are still defined)
+    curve: Curve | None = grid_curve(t, s, config.threshold_step) if both else None
     auroc_ci = bootstrap_auroc(t, s, **boot) if both else None
     band = roc_with_ci(t, s, step=config.threshold_step, **boot) if both else None
     rel = reliability(t, s, config.calibration_bins)
@@ -144,10 +145,10 @@ def evaluate_binary(
         "n_positive": int(t.sum()),
         **{k: r.as_dict() for k, r in indices.items()},
         "auroc": auroc(curve) if both else float("nan"),
-        "auroc_exact": auroc_exact(t, s),
+        "auroc_exact": auroc_exact(t, s) if both else float("nan"),
         "auroc_ci": auroc_ci.as_dict() if auroc_ci else None,
-        "auprc": auprc(curve) if t.any() else float("nan"),
-        "auprc_exact": auprc_exact(t, s),
+        "auprc": auprc(curve) if curve is not None else float("nan"),
+        "auprc_exact": auprc_exact(t, s) if both else float("nan"),
         "ece": rel.ece,
         "readers": {r: {k: v.as_dict() for k, v in ci.items()} for r, ci in readers_ci.items()},
         "mcnemar_p": {r: m.p_value for r, m in mcnemar.items()},

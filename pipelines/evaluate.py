@@ -1,0 +1,359 @@
+"""DVC stage `evaluate@<experiment>`: a saved model on an experiment's test set (SPEC.md section 5).
+
+    python -m pipelines.evaluate --experiment A [--params params.yaml] [--models-dir models]
+
+Reads ``models/<experiment.model>.pt``, ``data/processed``, ``data/splits/splits.parquet`` and
+``data/interim/ingest`` (manifest, reads, annotations, clinical). Writes ``metrics/evaluate/<exp>.json``
+(flat, for ``dvc metrics show``), ``reports/evaluate/<exp>/roc.csv`` + ``pr.csv`` (``dvc plots``), the
+figures (``reports/evaluate/<exp>/figures/``) and ``reports/evaluate/<exp>/model_card.html``; everything is logged to the MLflow run
+``evaluate@<exp>``.
+
+Classifiers (experiments A, B, C, S ...): indices at the model's operating threshold with bootstrap CIs,
+ROC/PR, readers and McNemar, calibration, per-source/per-centre breakdowns, seed 004's subsets and
+thresholds table, per-volume time, the source-shortcut probe, Grad-CAM overlays and DBSCAN centres vs the
+adjudicated expert boxes. Three-class experiments (R-*): one-vs-rest + macro. A ``cnnrf`` model: the
+regression indices of the five clinical indicators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from covidscan.config import PARAMS_FILE, EvaluateConfig, ExperimentSpec, Params, load_params
+from covidscan.errors import ConfigError, CovidscanError, DataError
+from pipelines import stage_main
+
+log = logging.getLogger("pipelines.evaluate")
+
+PROCESSED = Path("data/processed")
+SPLITS = Path("data/splits/splits.parquet")
+INGEST = Path("data/interim/ingest")
+GROUND_TRUTH = Path("data/raw/synthetic/ground_truth.json")
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _read(path: Path, required: bool = True) -> pd.DataFrame:
+    if not path.is_file():
+        if required:
+            raise DataError(f"{path}: not found (run the upstream stages first)")
+        return pd.DataFrame()
+    return pd.read_parquet(path)
+
+
+def _reads_for(records: pd.DataFrame, reads: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Reader -> calls aligned with the records (only readers who read every case)."""
+    if reads.empty:
+        return {}
+    out = {}
+    for reader, grp in reads.groupby("reader"):
+        calls = grp.set_index("record_id")["read"]
+        if records["record_id"].isin(calls.index).all():
+            out[str(reader)] = calls.loc[records["record_id"]].to_numpy().astype(int)
+    return out
+
+
+def _breakdown(records: pd.DataFrame, scores: np.ndarray, threshold: float, column: str) -> list[dict[str, Any]]:
+    from covidscan.evaluation.curves import auroc_exact
+    from covidscan.evaluation.metrics import indices_at_threshold
+
+    rows = []
+    for value, idx in records.groupby(column).indices.items():
+        t, s = records["y"].to_numpy()[idx], scores[idx]
+        row = {column: str(value), **indices_at_threshold(t, s, threshold)}
+        row["auroc"] = auroc_exact(t, s) if 0 < t.sum() < t.size else float("nan")
+        rows.append(row)
+    return rows
+
+
+def _shortcut(records: pd.DataFrame, features: np.ndarray, cfg: EvaluateConfig, seed: int, disease_auroc: float | None) -> list[dict[str, Any]]:
+    """Source/centre predictability from the images (thumbnails, histograms) and from the model's features."""
+    from covidscan.explain.shortcut import histogram_features, pixel_features, shortcut_table
+
+    images = [np.load(PROCESSED / (r["grey_path"] or r["image_path"])) for _, r in records.iterrows()]
+    sets = {"pixels 16x16": pixel_features(images), "histogram": histogram_features(images), "model features": features}
+    targets = {"source": records["source"].astype(str).to_numpy(), "centre": records["centre"].astype(str).to_numpy()}
+    try:
+        return shortcut_table(sets, targets, disease_auroc=disease_auroc, disease_n=len(records), n_splits=cfg.shortcut_folds, seed=seed)
+    except DataError as err:
+        log.warning("shortcut probe skipped: %s", err)
+        return [{"note": f"not computed: {err}"}]
+
+
+def _expert_centres(row: pd.Series, boxes: pd.DataFrame, dims: int, pre) -> np.ndarray:
+    """Adjudicated box centres normalised to the model input: (x, y) for 2D, (z, y, x) for a volume."""
+    from covidscan.explain.centres import box_centres
+
+    b = boxes[["x0", "y0", "x1", "y1"]].to_numpy(float)
+    xy = box_centres(b, (int(row["rows"]), int(row["cols"])))  # resizing keeps normalised centres
+    if dims == 2:
+        return xy
+    n = max(int(row["n_slices"]), 1)
+    spacing = float(row["spacing_slice"])
+    n_out = max(1, int(round(n * spacing / pre.volume_thickness_mm))) if np.isfinite(spacing) and spacing > 0 else n
+    z = (boxes["slice_index"].to_numpy(float) + 0.5) * n_out / n - 0.5
+    v = pre.volume_slices
+    z = z - (n_out - v) // 2 if n_out > v else z + (v - n_out) // 2
+    return np.stack([z / v, xy[:, 1], xy[:, 0]], axis=1)
+
+
+def _grad_cams(model, records: pd.DataFrame, annotations: pd.DataFrame, params: Params, out_dir: Path, max_cases: int | None) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Grad-CAM overlays of (a sample of) the test cases and the DBSCAN-centre agreement with the experts."""
+    from covidscan.evaluation.experiment import load_input
+    from covidscan.explain.centres import agreement_over_cases, heatmap_centres
+    from covidscan.explain.gradcam import grad_cam, save_overlay_png
+
+    cfg, pre = params.evaluate, params.preprocess
+    kind = model.card.input_spec.kind
+    dims = 3 if kind == "ct_volume" else 2
+    layer = getattr(model, "target_layer", None)
+    if layer is None:
+        return {}, {}
+    adjudicated = annotations[annotations["reader"] == "adjudicated"] if not annotations.empty else annotations
+    chosen = records if max_cases is None else records.head(max_cases)
+    figures: dict[str, Path] = {}
+    cases = []
+    for _, row in chosen.iterrows():
+        x = load_input(row, kind, PROCESSED, pre)[0]
+        heat = grad_cam(model, x, layer, spatial_dims=dims)
+        if dims == 3:
+            background = x[0].numpy()
+        else:
+            background = np.load(PROCESSED / row["grey_path"]) if row["grey_path"] else x.numpy().mean(0)
+        path = save_overlay_png(background, heat, out_dir / "figures" / "gradcam" / f"{row['record_id']}.png")
+        figures[f"Grad-CAM {row['record_id']} ({row['label']}, score {row['score']:.3f})"] = path
+        boxes = adjudicated[adjudicated["record_id"] == row["record_id"]] if not adjudicated.empty else adjudicated
+        if len(boxes):
+            pred = heatmap_centres(heat, cfg.cam_threshold, cfg.dbscan_eps, cfg.dbscan_min_samples)
+            cases.append((pred, _expert_centres(row, boxes, dims, pre)))
+    agreement: dict[str, Any] = {"n_cases": len(cases)}
+    if cases:
+        try:
+            agreement.update(agreement_over_cases(cases))
+        except DataError as err:
+            log.warning("centre agreement not computed: %s", err)
+    return figures, agreement
+
+
+# ------------------------------------------------------------------------------ evaluations
+def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, params: Params, out_dir: Path, max_cam: int | None) -> dict[str, Any]:
+    """Every classification statistic of one experiment; returns metrics, card parts and figures."""
+    from covidscan.evaluation.curves import grid_curve, multiclass_auroc
+    from covidscan.evaluation.experiment import class_probs, class_scores, run_model
+    from covidscan.evaluation.metrics import multiclass_indices
+    from covidscan.evaluation.report import write_curve_csv
+    from covidscan.evaluation.summary import evaluate_binary
+
+    cfg = params.evaluate
+    outs = run_model(model, records, PROCESSED, params.preprocess)
+    labels = list(model.card.class_labels)
+    scores = class_scores(outs.outputs, labels, spec.positive, spec.negative)
+    records = records.assign(score=scores)
+    y = records["y"].to_numpy()
+    threshold = float(model.card.threshold)
+    reads = _reads_for(records, _read(INGEST / "reads.parquet", required=False))
+    subsets: dict[str, np.ndarray] = {}
+    if "seed004_subset" in records:
+        s1 = (records["seed004_subset"] == "S1").to_numpy()
+        for name, other in (("S1 vs S2+S3", ("S2", "S3")), ("S1 vs S2", ("S2",)), ("S1 vs S3", ("S3",))):
+            mask = s1 | records["seed004_subset"].isin(other).to_numpy()
+            if mask.any() and (records["seed004_subset"].isin(other)).any():
+                subsets[name] = mask
+    rtpcr_neg = ((records["label"] == "covid19") & (records["rtpcr_initial"] == "negative")).to_numpy()
+    if rtpcr_neg.any():
+        subsets["covid19 with negative first RT-PCR"] = rtpcr_neg
+    result = evaluate_binary(y, scores, cfg, threshold=threshold, reads=reads, subsets=subsets, figures_dir=out_dir / "figures", name=model.card.arch)
+    if 0 < y.sum() < y.size:
+        curve = grid_curve(y, scores, cfg.threshold_step)
+        write_curve_csv(curve, "roc", out_dir / "roc.csv")
+        write_curve_csv(curve, "pr", out_dir / "pr.csv")
+    else:  # one class only (e.g. a tiny test set): no curve, but the plot files DVC expects exist
+        log.warning("the test set has a single class: no ROC/PR curve")
+        (out_dir / "roc.csv").write_text("fpr,tpr,threshold\n")
+        (out_dir / "pr.csv").write_text("recall,precision,threshold\n")
+
+    metrics = dict(result["metrics"])
+    metrics["thresholds"] = {f"{row['threshold']:.2f}": {k: row[k] for k in ("sensitivity", "specificity", "f1")} for row in result["thresholds_table"]}
+    tables = dict(result["card"]["tables"])
+    figures = dict(result["figures"])
+    per_source = _breakdown(records, scores, threshold, "source")
+    per_centre = _breakdown(records, scores, threshold, "centre")
+    tables["Per source"] = per_source
+    tables["Per centre"] = per_centre
+    metrics["per_source"] = {r["source"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_source}
+    metrics["per_centre"] = {r["centre"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_centre}
+    metrics["time_per_case_s"] = {"mean": float(outs.seconds.mean()), "median": float(np.median(outs.seconds))}
+    if model.card.input_spec.kind == "ct_volume":
+        metrics["time_per_volume_s"] = metrics["time_per_case_s"]["mean"]
+
+    classes = [*spec.positive, *spec.negative]
+    if len(classes) > 2 and set(classes) <= set(labels):  # experiment R: one-vs-rest + macro
+        probs = class_probs(outs.outputs, labels, classes)
+        y_class = records["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        mc = multiclass_indices(y_class, probs.argmax(1), classes)
+        au = multiclass_auroc(y_class, probs, classes, cfg.threshold_step)
+        metrics["multiclass"] = {c: {**{k: mc[c][k] for k in ("sensitivity", "specificity", "precision", "f1", "kappa")}, **au[c]} for c in [*classes, "macro"]}
+        metrics["multiclass"]["overall"] = mc["overall"]
+        tables["One-vs-rest and macro (three classes)"] = [{"class": c, **metrics["multiclass"][c]} for c in [*classes, "macro"]]
+
+    disease_auroc = metrics.get("auroc_exact")
+    shortcut = _shortcut(records, outs.features, cfg, params.run.seed, disease_auroc if disease_auroc == disease_auroc else None)
+    for row in shortcut:
+        if "auroc" in row and "features" in row and "target" in row:
+            metrics.setdefault("shortcut", {})[f"{row['target']}.{row['features']}"] = row["auroc"]
+
+    annotations = _read(INGEST / "annotations.parquet", required=False)
+    cams, agreement = _grad_cams(model, records, annotations, params, out_dir, max_cam)
+    figures.update(cams)
+    metrics["centres"] = agreement
+    card_metrics = result["card"]["metrics"]
+    return {"metrics": metrics, "tables": tables, "figures": figures, "card_metrics": card_metrics, "shortcut": shortcut, "records": records}
+
+
+def _clinical_range(payload_extra: dict[str, Any], names: list[str], clinical: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The training part's min/max of the indicators from the checkpoint's extra (else the table's)."""
+    for lo_key, hi_key in (("clinical_min", "clinical_max"), ("indicator_min", "indicator_max"), ("min", "max")):
+        lo, hi = payload_extra.get(lo_key), payload_extra.get(hi_key)
+        if lo is not None and hi is not None:
+            lo = [lo[n] for n in names] if isinstance(lo, dict) else lo
+            hi = [hi[n] for n in names] if isinstance(hi, dict) else hi
+            return np.asarray(lo, float), np.asarray(hi, float)
+    log.warning("the cnnrf checkpoint has no indicator min/max; normalising with the whole clinical table's range")
+    return clinical[names].min().to_numpy(float), clinical[names].max().to_numpy(float)
+
+
+def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: Params, out_dir: Path) -> dict[str, Any]:
+    """CNNRF: MSE, RMSE, MAE, R^2 and Pearson r overall and per indicator; r vs the critical value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from covidscan.evaluation.experiment import run_model
+    from covidscan.evaluation.regression import correlation_significance, regression_report
+
+    names = list(model.card.class_labels)
+    clinical = _read(INGEST / "clinical.parquet")
+    records = records[records["record_id"].isin(clinical["record_id"])].reset_index(drop=True)
+    if records.empty:
+        raise DataError("no test record of the experiment has clinical indicators")
+    extra = torch.load(model_path, map_location="cpu", weights_only=True).get("extra", {})
+    lo, hi = _clinical_range(extra, names, clinical)
+    truth = clinical.set_index("record_id").loc[records["record_id"], names].to_numpy(float)
+    truth = (truth - lo) / np.where(hi > lo, hi - lo, 1.0)
+    outs = run_model(model, records, PROCESSED, params.preprocess)
+    report = regression_report(truth, outs.outputs, names)
+    n = truth.size
+    metrics: dict[str, Any] = {"n_cases": len(records), "regression": report}
+    metrics["significance"] = correlation_significance(report["overall"]["r"], n, params.evaluate.critical_alpha)
+    if GROUND_TRUTH.is_file():
+        gt = json.loads(GROUND_TRUTH.read_text()).get("clinical", {})
+        metrics["generator_stated_r"] = {k: float(v) for k, v in (gt.get("stated_correlation") or {}).items()}
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for j, name in enumerate(names):
+        ax.scatter(truth[:, j], outs.outputs[:, j], s=12, label=name)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("reference (min-max normalised)")
+    ax.set_ylabel("prediction")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "figures" / "regression_scatter.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    rows = [{"indicator": k, **v} for k, v in report.items()]
+    return {"metrics": metrics, "tables": {"Regression indices": rows, "Correlation vs the critical r": [metrics["significance"]]},
+            "figures": {"Predicted vs reference indicators": path}, "card_metrics": {}, "shortcut": None, "records": records}
+
+
+# ------------------------------------------------------------------------------------- stage
+def evaluate_experiment(params: Params, name: str, models_dir: Path, metrics_dir: Path, reports_dir: Path, max_cam: int | None = None) -> dict[str, Any]:
+    """Evaluate one experiment and write its metrics JSON, curves, figures and model card.
+
+    Returns:
+        ``{"metrics_path", "card_path", "figures", "metrics"}``.
+    """
+    from covidscan.evaluation.experiment import test_records, usable_records
+    from covidscan.evaluation.report import write_metrics_json, write_model_card
+    from covidscan.models.zoo import load_model
+
+    if name not in params.experiments:
+        raise ConfigError(f"params.yaml experiments: no experiment {name!r}; known: {', '.join(params.experiments)}")
+    spec = params.experiments[name]
+    model_path = models_dir / f"{spec.model}.pt"
+    model = load_model(model_path)
+    records = test_records(spec, _read(SPLITS), _read(PROCESSED / "index.parquet"), _read(INGEST / "manifest.parquet"))
+    splits = _read(SPLITS)
+    sub = splits[splits["subset"].isin(spec.subsets)].drop_duplicates("record_id").set_index("record_id")
+    if "seed004_subset" in sub:
+        records["seed004_subset"] = records["record_id"].map(sub["seed004_subset"]).fillna("")
+    records = usable_records(records, model.card.input_spec.kind)
+    out_dir = reports_dir / name
+    shutil.rmtree(out_dir / "figures", ignore_errors=True)  # no stale overlays from an earlier run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if model.card.task == "regression":
+        res = evaluate_regressor(model, model_path, records, params, out_dir)
+    else:
+        res = evaluate_classifier(model, spec, records, params, out_dir, max_cam)
+    metrics = {"experiment": name, "model": spec.model, **res["metrics"]}
+    metrics_path = write_metrics_json(metrics, metrics_dir / f"{name}.json")
+    recs = res["records"]
+    data_summary = {
+        "experiment": f"{name}: {spec.description}",
+        "subsets (test part)": ", ".join(spec.subsets),
+        "test cases": len(recs),
+        "positives": int(recs["y"].sum()),
+        "classes": ", ".join(f"{k}: {v}" for k, v in recs["label"].value_counts().sort_index().items()),
+        "sources": ", ".join(sorted(recs["source"].astype(str).unique())),
+        "centres": ", ".join(sorted(recs["centre"].astype(str).unique())),
+    }
+    card_path = write_model_card(
+        out_dir / "model_card.html",
+        model_name=f"{spec.model}, experiment {name}",
+        description=f"{model.card.arch} ({model.card.task}), operating threshold {model.card.threshold:.3f}; input {model.card.input_spec.kind}.",
+        data_summary=data_summary,
+        metrics=res["card_metrics"],
+        figures=res["figures"],
+        tables=res["tables"],
+        shortcut=res["shortcut"],
+        extra={"model file": str(model_path), "bootstrap resamples": params.evaluate.bootstrap},
+    )
+    return {"metrics_path": metrics_path, "card_path": card_path, "figures": res["figures"], "metrics": metrics, "out_dir": out_dir}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", required=True)
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics/evaluate"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports/evaluate"))
+    parser.add_argument("--max-gradcam", type=int, default=None, help="Grad-CAM overlays for at most this many test cases (default all)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params, profile=args.profile)
+    from covidscan.evaluation.report import flatten_metrics
+    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+
+    with stage_run(f"evaluate@{args.experiment}", params.evaluate, experiment=params.run.experiment_name):
+        out = evaluate_experiment(params, args.experiment, args.models_dir, args.metrics_dir, args.reports_dir, args.max_gradcam)
+        flat = {k: float(v) for k, v in flatten_metrics(out["metrics"]).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        log_metrics({k.replace("+", "_"): v for k, v in flat.items()})
+        log_artifact(out["metrics_path"], "metrics")
+        for path in sorted(out["out_dir"].rglob("*")):
+            if path.is_file():
+                rel = path.parent.relative_to(out["out_dir"])
+                log_artifact(path, "report" if str(rel) == "." else f"report/{rel}")
+    log.info("evaluate@%s: wrote %s and %s", args.experiment, out["metrics_path"], out["card_path"])
+
+
+if __name__ == "__main__":
+    stage_main(main)

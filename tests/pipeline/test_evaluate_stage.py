@@ -1,0 +1,103 @@
+"""The `evaluate` stage on the tiny synthetic data with small saved models (zoo.save_model format)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from tests.pipeline.conftest import run
+
+EXPERIMENTS = ["B", "R-xray", "S", "CA"]
+CA_LINE = '  CA: {subsets: [CADS], positive: [covid19], model: cnnrf, description: "CNNRF indicators"}\n'
+
+
+@pytest.fixture(scope="module")
+def evaluated(dvc_project, tmp_path_factory):
+    """`dvc repro preprocess` in the project copy, small models, then the stage for a few experiments.
+
+    The CNNRF experiment CA is declared in a params copy outside the project (the shared project copy's
+    params.yaml stays as it is for the other pipeline tests)."""
+    repo, env = dvc_project
+    ca_params = tmp_path_factory.mktemp("evaluate") / "params.yaml"
+    text = (repo / "params.yaml").read_text()
+    ca_params.write_text(re.sub(r"(?m)^experiments:.*\n", lambda m: m.group(0) + CA_LINE, text, count=1))
+    env = {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{repo / 'src'}:{repo}"}
+    run(["dvc", "repro", "preprocess"], repo, env)
+    script = (
+        "from pathlib import Path\n"
+        "from covidscan.config import load_params\n"
+        "from tests.pipeline.evaluate_models import write_models\n"
+        "write_models(load_params(), Path('models'))\n"
+    )
+    run([sys.executable, "-c", script], repo, env)
+    procs = {
+        e: run([sys.executable, "-m", "pipelines.evaluate", "--experiment", e, "--params", str(ca_params)], repo, env)
+        for e in EXPERIMENTS
+    }
+    return repo, env, procs
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_outputs_exist_and_metrics_parse(evaluated, experiment):
+    repo, _, _ = evaluated
+    metrics = json.loads((repo / "metrics" / "evaluate" / f"{experiment}.json").read_text())
+    assert metrics["experiment"] == experiment
+    assert all(not isinstance(v, (dict, list)) for v in metrics.values())  # flat, for dvc metrics show
+    out = repo / "reports" / "evaluate" / experiment
+    assert (out / "model_card.html").is_file()
+    if experiment == "CA":
+        assert metrics["n_cases"] >= 1
+        assert {"regression.overall.mse", "regression.overall.rmse", "regression.overall.mae", "significance.r_critical"} <= set(metrics)
+        assert metrics["generator_stated_r.crp"] == pytest.approx(0.85, abs=0.2)
+        return
+    assert 0.0 <= metrics["threshold"] <= 1.0 and metrics["n"] >= 1
+    assert "sensitivity.point" in metrics and "specificity.low" in metrics
+    assert any(k.startswith("per_source.") for k in metrics) and any(k.startswith("per_centre.") for k in metrics)
+    assert (out / "roc.csv").read_text().startswith("fpr,tpr") and (out / "pr.csv").read_text().startswith("recall,precision")
+    assert list((out / "figures" / "gradcam").glob("*.png"))
+
+
+def test_experiment_specific_metrics(evaluated):
+    repo, _, _ = evaluated
+    s = json.loads((repo / "metrics" / "evaluate" / "S.json").read_text())
+    assert any(k.startswith("subsets.S1 vs S2+S3.") for k in s)
+    assert s["time_per_volume_s"] > 0
+    assert "thresholds.0.50.sensitivity" in s
+    r = json.loads((repo / "metrics" / "evaluate" / "R-xray.json").read_text())
+    assert {"multiclass.macro.f1", "multiclass.covid19.sensitivity", "multiclass.overall.kappa"} <= set(r)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_model_card_lists_every_figure(evaluated, experiment):
+    repo, _, _ = evaluated
+    out = repo / "reports" / "evaluate" / experiment
+    page = (out / "model_card.html").read_text()
+    assert "Research only" in page
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert png in page, f"{png} not in the model card"
+
+
+def test_mlflow_has_the_runs(evaluated):
+    repo, env, _ = evaluated
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("covidscan")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`covidscan.stage` = 'evaluate@S'")
+    assert runs
+    run_ = runs[0]
+    assert "auroc_exact" in run_.data.metrics and run_.data.params["bootstrap"] == "50"
+    names = {a.path for a in client.list_artifacts(run_.info.run_id, "report")}
+    assert "report/model_card.html" in names
+
+
+def test_unknown_experiment_is_one_line(evaluated):
+    repo, env, _ = evaluated
+    proc = run([sys.executable, "-m", "pipelines.evaluate", "--experiment", "nope"], repo, env, check=False)
+    assert proc.returncode != 0
+    assert "no experiment 'nope'" in proc.stderr
