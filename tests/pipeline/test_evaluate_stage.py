@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import pytest
@@ -11,19 +10,12 @@ import pytest
 from tests.pipeline.conftest import run
 
 EXPERIMENTS = ["B", "R-xray", "S", "CA"]
-CA_LINE = '  CA: {subsets: [CADS], positive: [covid19], model: cnnrf, description: "CNNRF indicators"}\n'
 
 
 @pytest.fixture(scope="module")
-def evaluated(dvc_project, tmp_path_factory):
-    """`dvc repro preprocess` in the project copy, small models, then the stage for a few experiments.
-
-    The CNNRF experiment CA is declared in a params copy outside the project (the shared project copy's
-    params.yaml stays as it is for the other pipeline tests)."""
+def evaluated(dvc_project):
+    """`dvc repro preprocess` in the project copy, small models, then the stage for a few experiments."""
     repo, env = dvc_project
-    ca_params = tmp_path_factory.mktemp("evaluate") / "params.yaml"
-    text = (repo / "params.yaml").read_text()
-    ca_params.write_text(re.sub(r"(?m)^experiments:.*\n", lambda m: m.group(0) + CA_LINE, text, count=1))
     env = {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{repo / 'src'}:{repo}"}
     run(["dvc", "repro", "preprocess"], repo, env)
     script = (
@@ -34,7 +26,7 @@ def evaluated(dvc_project, tmp_path_factory):
     )
     run([sys.executable, "-c", script], repo, env)
     procs = {
-        e: run([sys.executable, "-m", "pipelines.evaluate", "--experiment", e, "--params", str(ca_params)], repo, env)
+        e: run([sys.executable, "-m", "pipelines.evaluate", "--experiment", e], repo, env)
         for e in EXPERIMENTS
     }
     return repo, env, procs
