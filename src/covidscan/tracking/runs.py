@@ -215,7 +215,9 @@ def log_study(name: str, summary: Mapping[str, Any], trials: list[Mapping[str, A
     from mlflow.entities import Metric, Param, RunTag
 
     mlflow = _mlflow()
-    with mlflow.start_run(run_name=name, nested=True, tags={"covidscan.study": str(summary.get("study", name))}) as run:
+    active = mlflow.active_run()
+    exp = active.info.experiment_id if active is not None else None
+    with mlflow.start_run(run_name=name, nested=True, experiment_id=exp, tags={"covidscan.study": str(summary.get("study", name))}) as run:
         values = summary.get("values", {}) or {}
         mlflow.log_params({f"best.{k}": v for k, v in values.items()})
         log_metrics({"cv_auroc": summary.get("cv_auroc", float("nan")), "n_trials": float(len(trials))})
