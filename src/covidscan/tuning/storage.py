@@ -16,6 +16,7 @@ import fcntl
 import os
 import socket
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,9 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         super().__init__(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
         self._interval = int(cfg.heartbeat_seconds)
         self._grace = float(cfg.grace_seconds)
-        self._callback = RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._callback = RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry)
         self._me = {"host": HOST, "pid": os.getpid(), "start": _process_start(os.getpid())}
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -94,10 +97,12 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 def open_storage(storage: str, cfg: TuneConfig) -> BaseStorage:
     """The storage for a journal file path or an RDB URL, with heartbeats and retries on."""
     if is_url(storage):
-        return RDBStorage(
-            storage, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
-        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental in Optuna
+            return RDBStorage(
+                storage, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
+            )  # fmt: skip
     return HeartbeatJournalStorage(storage, cfg)
 
 
