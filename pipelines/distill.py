@@ -3,7 +3,8 @@
     python -m pipelines.distill [--val-fold 0]
 
 For each task (``xray``, ``ct``; three classes, see pipelines.training_inputs) the student (CNNCF with
-the ``models.cnncf`` defaults) trains on the train-val part minus an internal validation fold
+the ``models.cnncf`` defaults, or with ``tune.use_tuned`` the task's tuned architecture, learning rate,
+weight decay, KD alpha/T and gate thresholds from ``params/tuned.yaml``) trains on the train-val part minus an internal validation fold
 (``--val-fold``, default 0; the Control Gate Block opens on it) from the hard labels and the fused
 teacher probabilities (covidscan.training.distill.TeacherEnsemble over every non-empty
 ``models/teachers/<task>/<TS>-f<k>.pt``; ``train.distill`` alpha, T, fusion, teacher mode; fold
@@ -73,19 +74,18 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, cfg) -> float:
 
 def train_student(task: str, rows, val_fold: int, params, teachers) -> tuple[object, dict, list]:
     """Train one student (with ``teachers`` or without: None); returns model, summary, history."""
-    from covidscan.models.zoo import build_model
     from covidscan.preprocess.augment import Augment2D
     from covidscan.training.loop import train
+    from covidscan.training.tasks import build_classifier
+    from covidscan.tuning.tuned import tuned_params
 
+    params = tuned_params(params, f"student-{task}")  # unchanged unless tune.use_tuned (tune.tuned is filled)
     pre = params.preprocess
     train_rows, val_rows = rows[rows["fold"] != val_fold], rows[rows["fold"] == val_fold]
     aug = ti.seeded(Augment2D(pre, seed=params.run.seed))
     train_set = ti.image_dataset(train_rows, "image_path", train_rows["y"].tolist(), aug)
     val_set = ti.image_dataset(val_rows, "image_path", val_rows["y"].tolist())
-    model = build_model(
-        "student", params.models, input_size=ti.input_size(task, pre), num_classes=len(ti.CLASSES),
-        in_channels=ti.in_channels(task, pre.ct_slices), class_labels=ti.CLASSES, kind=ti.TASKS[task]["card_kind"],
-    )  # fmt: skip
+    model = build_classifier("student", params.models, task, pre)
     kind = "kd" if teachers is not None else "nokd"
     logger = ti.EpochLogger(prefix=f"{task}/{kind}/")
     result = train(
@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.tracking.runs import log_metrics, stage_run
     from covidscan.training.distill import TeacherEnsemble
 
-    params = load_params()
+    from covidscan.tuning.tuned import resolve_tuned, tuned_params
+
+    params = resolve_tuned(load_params())  # tune.use_tuned: the tuned student per task (params/tuned.yaml)
     cv_path = ti.TEACHERS_DIR / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else {}
     data_version = ti.manifest_digest()
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             models, aurocs = load_teachers(task, list(params.models.teachers), cv)
             if not models:
                 raise DataError(f"task {task}: no teacher fold models under {ti.TEACHERS_DIR / task} (run train_teacher first)")
-            ensemble = TeacherEnsemble(models, params.train.distill, aurocs)
+            ensemble = TeacherEnsemble(models, tuned_params(params, f"student-{task}").train.distill, aurocs)  # the student's T
             student, kd, kd_hist = train_student(task, rows, args.val_fold, params, ensemble)
             _, nokd, nokd_hist = train_student(task, rows, args.val_fold, params, None)
             is_pos, score, example = student.val_data  # type: ignore[attr-defined]

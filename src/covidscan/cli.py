@@ -240,5 +240,28 @@ def evaluate_external_command(
     out.print(RESEARCH_NOTICE)
 
 
+
+@command("tune")
+def tune_command(
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes sharing each study (other hosts: run this there too).")] = 1,
+    target: Annotated[list[str] | None, typer.Option("--target", help="Tune only this target (student-xray, student-ct); repeatable.")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Budget of finished trials per study (overrides tune.n_trials).")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Journal file or RDB URL (postgresql://...); default tune.storage / $OPTUNA_STORAGE.")] = None,
+    params: Annotated[Path, typer.Option("--params", help="params.yaml")] = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Run (or resume) the Optuna studies and write the tuned file (see docs/TUNING.md)."""
+    from covidscan.config import load_params
+    from covidscan.tracking.runs import log_study, stage_run
+    from covidscan.tuning.study import run_tuning
+
+    p = load_params(params, profile=profile)
+    if trials is not None:
+        p = p.model_copy(update={"tune": p.tune.model_copy(update={"n_trials": trials})})
+    with stage_run("tune-cli", p.tune, experiment=p.run.experiment_name):
+        path = run_tuning(p, targets=target or None, storage=storage, workers=workers,
+                          on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))  # fmt: skip
+    out.print(f"tuned parameters: {path}")
+
 if __name__ == "__main__":  # pragma: no cover
     app()

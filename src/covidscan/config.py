@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -379,10 +380,66 @@ class EvaluateConfig(Section):
 
 
 # --------------------------------------------------------------------------- tuning (issue 8)
+class TuneSpace(Section):
+    """The search space of a study: (low, high) ranges (inclusive) and choices. A parameter named in
+    ``fixed`` is not searched and keeps its configured value (``models.cnncf`` / ``train``)."""
+
+    Q: tuple[int, int] = (1, 2)
+    L: tuple[int, int] = (0, 2)
+    M: tuple[int, int] = (1, 3)
+    N: tuple[int, int] = (1, 3)
+    width_scale: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])  # x every CNNCF width (rounded, >= 1)
+    lr: tuple[float, float] = (1e-3, 1e-1)  # log scale
+    weight_decay: tuple[float, float] = (1e-6, 1e-3)  # log scale
+    kd_alpha: tuple[float, float] = (0.1, 0.9)
+    kd_temperature: tuple[float, float] = (1.0, 8.0)
+    ths_sens: tuple[float, float] = (0.5, 0.95)
+    ths_count: tuple[int, int] = (1, 5)
+    fixed: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> "TuneSpace":
+        names = ("Q", "L", "M", "N", "lr", "weight_decay", "kd_alpha", "kd_temperature", "ths_sens", "ths_count")
+        for name in names:
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"tune.space.{name}: low {lo} > high {hi}")
+        unknown = sorted(set(self.fixed) - {*names, "width_scale"})
+        if unknown:
+            raise ValueError(f"tune.space.fixed names {unknown}; known: {', '.join([*names, 'width_scale'])}")
+        if not self.width_scale or min(self.width_scale) <= 0:
+            raise ValueError("tune.space.width_scale must be a non-empty list of positive factors")
+        return self
+
+
 class TuneConfig(Section):
-    n_trials: int = Field(50, ge=0)
-    timeout_minutes: float | None = None
-    use_tuned: bool = False
+    """Optuna studies (covidscan.tuning): one per target, objective = cross-validated validation AUROC
+    on the train-val folds only. Defaults are ours (assumed); the papers do not tune."""
+
+    n_trials: int = Field(50, ge=0)  # budget: finished trials per study (0 = frozen: write the configured values)
+    timeout_minutes: float | None = Field(None, gt=0)  # stop starting trials after this (per `tune` call)
+    use_tuned: bool = False  # distill builds and trains the student with params/tuned.yaml
+    targets: list[Literal["student-xray", "student-ct"]] = Field(default_factory=lambda: ["student-xray", "student-ct"])
+    study_name: str = "covidscan"  # the study of a target is "<study_name>-<target>"
+    storage: str | None = None  # None: $OPTUNA_STORAGE, else build/optuna/journal.log; or a postgresql:// URL
+    folds: int | None = Field(2, ge=1)  # CV folds per trial (the first k train-val folds); None: all
+    epochs: int | None = Field(None, ge=1)  # epochs per fold in a trial; None: train.classifier.epochs
+    max_batches_per_epoch: int | None = Field(None, ge=1)  # None: train.classifier's
+    distill: bool = True  # KD in the objective (teachers of the validation fold) when teacher models exist
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner_startup_trials: int = Field(3, ge=0)  # median: trials before pruning starts
+    pruner_warmup_steps: int = Field(1, ge=0)  # median: reports (epochs) before a trial can be pruned
+    sampler_seed: int | None = None  # TPE seed; None: run.seed (worker i adds i)
+    sampler_startup_trials: int = Field(5, ge=1)  # TPE: random trials first
+    heartbeat_seconds: int = Field(60, ge=1)  # a RUNNING trial without a heartbeat for grace_seconds is failed
+    grace_seconds: int = Field(120, ge=1)
+    max_retry: int = Field(1, ge=0)  # a trial failed by a dead worker is retried this often with its params
+    poll_seconds: float = Field(2.0, gt=0)  # a worker with nothing to claim waits this long for others' trials
+    output: str = "params/tuned.yaml"
+    # Filled by config resolution (covidscan.tuning.tuned.resolve_tuned) from `output` when use_tuned:
+    # target -> tuned values. May also be set by hand.
+    tuned: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    space: TuneSpace = Field(default_factory=TuneSpace)
 
 
 # -------------------------------------------------------------------------------------- root
@@ -426,14 +483,14 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "split": ("run", "subsets", "splits"),
     "validate": ("subsets", "splits", "validate"),
     "preprocess": ("run", "preprocess"),
-    "train_teacher": ("run", "subsets", "splits", "preprocess", "models", "train", "tune"),
+    "train_teacher": ("run", "subsets", "splits", "preprocess", "models", "train"),
     "aggregate_cv": ("run", "models", "evaluate"),
     "distill": ("run", "subsets", "splits", "preprocess", "models", "train", "tune"),
     "train_regressor": ("run", "subsets", "preprocess", "models", "train"),
     "train_csacnet": ("run", "subsets", "preprocess", "models", "train"),
     "baselines": ("run", "subsets", "preprocess", "models", "train"),
     "evaluate": ("run", "subsets", "experiments", "preprocess", "models", "evaluate"),
-    "tune": ("run", "subsets", "preprocess", "models", "train", "tune"),
+    "tune": ("run", "subsets", "splits", "preprocess", "models", "train", "tune"),
 }
 
 
@@ -557,12 +614,13 @@ def effective_sections(params: Params, stage: str) -> dict[str, Any]:
     return {section: dumped[section] for section in STAGE_SECTIONS[stage]}
 
 
-def write_effective(params: Params, out_dir: str | Path = EFFECTIVE_DIR) -> list[Path]:
-    """Write build/params/<stage>.json for every stage; unchanged content keeps its bytes (and DVC hash)."""
+def write_effective(params: Params, out_dir: str | Path = EFFECTIVE_DIR, stages: Iterable[str] | None = None) -> list[Path]:
+    """Write build/params/<stage>.json for every stage (or only ``stages``); unchanged content keeps its
+    bytes (and DVC hash)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for stage in sorted(STAGE_SECTIONS):
+    for stage in sorted(STAGE_SECTIONS if stages is None else stages):
         path = out_dir / f"{stage}.json"
         text = json.dumps(effective_sections(params, stage), indent=2, sort_keys=True) + "\n"
         if not path.exists() or path.read_text() != text:

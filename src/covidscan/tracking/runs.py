@@ -192,3 +192,50 @@ def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
 def log_figure(fig: Any, artifact_file: str) -> None:
     """Log a matplotlib figure as a PNG artifact."""
     _mlflow().log_figure(fig, artifact_file)
+
+
+_TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def log_study(name: str, summary: Mapping[str, Any], trials: list[Mapping[str, Any]], figures: list[Path]) -> str:
+    """Log a hyper-parameter study as a nested run under the active run, each trial a run nested in it.
+
+    Args:
+        name: the study run's name (e.g. ``tune student-xray``).
+        summary: the study's result (best values, status, trial counts); logged as ``best_params.json``,
+            its ``values`` as params and ``cv_auroc`` as a metric.
+        trials: plain records (``number, state, params, value, intermediate_values, user_attrs, retry_of,
+            start_ms, end_ms``): params, the final value, the intermediate values as a metric with
+            steps, user attributes and the state as tags; PRUNED -> status KILLED, FAIL -> FAILED.
+        figures: PNG files logged under ``figures/``.
+
+    Returns:
+        The study run's id.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    mlflow = _mlflow()
+    active = mlflow.active_run()
+    exp = active.info.experiment_id if active is not None else None
+    with mlflow.start_run(run_name=name, nested=True, experiment_id=exp, tags={"covidscan.study": str(summary.get("study", name))}) as run:
+        values = summary.get("values", {}) or {}
+        mlflow.log_params({f"best.{k}": v for k, v in values.items()})
+        log_metrics({"cv_auroc": summary.get("cv_auroc", float("nan")), "n_trials": float(len(trials))})
+        log_dict(dict(summary), "best_params.json")
+        for path in figures:
+            log_artifact(path, "figures")
+        client, exp_id, parent = mlflow.MlflowClient(), run.info.experiment_id, run.info.run_id
+        for t in trials:
+            tags = {"mlflow.parentRunId": parent, "optuna.trial": str(t["number"]), "optuna.state": str(t["state"])}
+            tags.update({f"optuna.user.{k}": str(v)[:5000] for k, v in (t.get("user_attrs") or {}).items()})
+            if t.get("retry_of") is not None:
+                tags["optuna.retry_of"] = str(t["retry_of"])
+            child = client.create_run(exp_id, start_time=t.get("start_ms"), tags=tags, run_name=f"trial {t['number']}")
+            end = t.get("end_ms") or int(time.time() * 1000)
+            metrics = [Metric("val_auroc_step", float(v), end, int(step)) for step, v in sorted((t.get("intermediate_values") or {}).items())]
+            if t.get("value") is not None:
+                metrics.append(Metric("cv_auroc", float(t["value"]), end, 0))
+            params = [Param(k, str(v)) for k, v in (t.get("params") or {}).items()]
+            client.log_batch(child.info.run_id, metrics=metrics, params=params, tags=[RunTag("optuna.number", str(t["number"]))])
+            client.set_terminated(child.info.run_id, _TRIAL_STATUS.get(str(t["state"]), "FAILED"), end_time=end)
+        return parent
