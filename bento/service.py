@@ -121,8 +121,15 @@ class Covidscan:
         infos = {role: read_bundle(path) for role, path in _bundles(self).items()}
         self.preparer = Preparer(infos, SERVE, LIMITS)
 
-    def __is_ready__(self) -> bool:
-        return bool(self.preparer.infos)
+    async def __is_ready__(self) -> bool:
+        """Ready when the model service answers (its models are loaded)."""
+        if not self.preparer.infos:
+            return False
+        try:
+            await self.models.to_async.device()
+        except Exception:  # noqa: BLE001 - not ready yet
+            return False
+        return True
 
     def _answer(self, ctx: bentoml.Context, work) -> dict:
         """Run ``work``; map every user-causable problem to a 4xx/503 JSON body, anything else to 500."""
@@ -219,4 +226,9 @@ Covidscan = bentoml.service(
     workers=SERVE.workers,
     traffic={"timeout": 300, "max_concurrency": SERVE.max_concurrency},
 )(_declare_models(Covidscan))
-Covidscan.add_asgi_middleware(BodyGuard, max_bytes=int(SERVE.max_body_mb * 1024 * 1024), timeout_s=SERVE.body_timeout_s)
+Covidscan.add_asgi_middleware(
+    BodyGuard,
+    max_bytes=int(SERVE.max_body_mb * 1024 * 1024),
+    timeout_s=SERVE.body_timeout_s,
+    parse_error_marker="An unexpected error has occurred, please check the server log.",  # BentoML 1.4's input-parsing 500
+)

@@ -42,11 +42,13 @@ class BodyGuard:
         skip_paths: paths passed through without buffering.
     """
 
-    def __init__(self, app: Callable, max_bytes: int, timeout_s: float, skip_paths: Iterable[str] = ("/healthz", "/livez", "/readyz", "/metrics")) -> None:
+    def __init__(self, app: Callable, max_bytes: int, timeout_s: float, skip_paths: Iterable[str] = ("/healthz", "/livez", "/readyz", "/metrics"),
+                 parse_error_marker: str | None = None) -> None:  # fmt: skip
         self.app = app
         self.max_bytes = int(max_bytes)
         self.timeout_s = float(timeout_s)
         self.skip_paths = frozenset(skip_paths)
+        self.parse_error_marker = parse_error_marker.encode() if parse_error_marker else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http" or scope.get("path") in self.skip_paths or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -91,4 +93,29 @@ class BodyGuard:
                 return {"type": "http.request", "body": data, "more_body": False}
             return await receive()  # after the body: wait for the disconnect, as the server would
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, send if self.parse_error_marker is None else self._mapping_send(send))
+
+    def _mapping_send(self, send: Send) -> Send:
+        """Turn the framework's own 500 (its generic message, raised before the endpoint ran, e.g. an
+        unparsable multipart part) into a 400: the endpoints answer their own errors with their own
+        bodies, so that 500 can only come from a request the framework could not parse."""
+        start: Message | None = None
+
+        async def wrapped(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message.get("status") == 500:
+                start = message
+                return
+            if start is not None and message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if self.parse_error_marker in body and not message.get("more_body"):
+                    log.info("the framework could not parse a request; answered 400")
+                    await json_error(send, 400, "malformed request: the body does not match this endpoint's fields", "malformed_request")
+                else:
+                    await send(start)
+                    await send(message)
+                start = None
+                return
+            await send(message)
+
+        return wrapped

@@ -222,7 +222,8 @@ def _read_npy(path: Path, serve: ServeConfig, name: str) -> np.ndarray:
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001 - header only, no pickle
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = reader(fh)  # the header only; never a pickle
     except (ValueError, OSError, SyntaxError) as err:
         raise UploadError(f"{name}: not a readable .npy file ({type(err).__name__})", 422, "bad_npy") from None
     if dtype.hasobject or dtype.kind not in "iuf":
