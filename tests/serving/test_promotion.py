@@ -130,3 +130,24 @@ def test_registry_keeps_the_champion_against_a_worse_challenger_and_moves_it_for
 
     now, prev = rollback(name)
     assert (now, prev) == (v1, v2) and str(version_by_alias(name, "champion").version) == v1
+
+    from typer.testing import CliRunner
+
+    from covidscan.cli import app
+
+    result = CliRunner().invoke(app, ["rollback", name, "--params", str(registry / "absent.yaml")])
+    assert result.exit_code == 0, result.output
+    assert str(version_by_alias(name, "champion").version) == v2
+    result = CliRunner().invoke(app, ["rollback", "covidscan-unknown", "--params", str(registry / "absent.yaml")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_promote_cli_without_data_is_one_clear_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from covidscan.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("profile: paper\n")
+    result = CliRunner().invoke(app, ["promote", "covidscan-student-xray"])
+    assert result.exit_code != 0 and "not found" in result.output and "Traceback" not in result.output
