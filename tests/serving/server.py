@@ -116,9 +116,19 @@ def start(tmp: Path, timeout_s: float = 120.0) -> Served:
 
 
 def stop(served: Served) -> None:
+    """Stop the server and every worker it started (by their process ids, found before stopping)."""
+    import psutil
+
+    try:
+        children = psutil.Process(served.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
     served.process.terminate()
     try:
         served.process.wait(20)
     except subprocess.TimeoutExpired:
         served.process.kill()
         served.process.wait(10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        child.kill()
