@@ -45,7 +45,7 @@ demo: install salt  ## install, generate the synthetic data, run `dvc repro` end
 	echo "covidscan demo finished in $$(( $$(date +%s) - start )) s (pipeline; install not counted)." && \
 	echo "  results:   data/ (manifest, splits, processed), models/, reports/, metrics/ ; dvc metrics show" && \
 	echo "  MLflow UI: make mlflow-ui  ->  http://127.0.0.1:$(MLFLOW_PORT)" && \
-	echo "  serving:   make serve  (BentoML service, once the serving issue lands)" && \
+	echo "  serving:   make serve  (BentoML on http://127.0.0.1:3000, the registry champions; docs/SERVING.md)" && \
 	echo "  research use only; not a medical device."
 
 test: install  ## the whole test suite, offline, no GPU
@@ -54,8 +54,30 @@ test: install  ## the whole test suite, offline, no GPU
 mlflow-ui: install  ## open the MLflow UI on 127.0.0.1 over the embedded sqlite store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
-serve: install  ## serve the registered champion models with BentoML on 127.0.0.1
-	@echo "The BentoML service arrives with the serving issue; nothing to serve yet." && exit 1
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 3000
+
+.PHONY: bento-gpu bento-models load-test
+
+bento-models: install  ## import the registry's champion models into BentoML (writes bento/serving.json)
+	PYTHONPATH=src $(BIN)/python bento/import_models.py
+
+serve: bento-models  ## serve the registered champion models with BentoML on 127.0.0.1:3000
+	cd bento && PYTHONPATH=$(CURDIR)/src $(BIN)/bentoml serve service:Covidscan --host $(SERVE_HOST) --port $(SERVE_PORT)
+
+build/wheels/.built: pyproject.toml $(shell find src -name '*.py')
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w build/wheels .
+	@touch $@
+
+bento: bento-models build/wheels/.built  ## build the CPU bento (bentoml build; CPU torch, pinned requirements, no uv lock)
+	PYTHONPATH=src $(BIN)/bentoml build -f bento/bentofile.yaml bento/
+
+bento-gpu: bento-models build/wheels/.built  ## build the GPU bento (CUDA 12.6 torch and base image); containerize it on a GPU host
+	PYTHONPATH=src $(BIN)/bentoml build -f bento/bentofile.gpu.yaml bento/
+
+load-test: install  ## bounded loopback load test of a running `make serve` (p50/p99 latency, throughput)
+	PYTHONPATH=src:. $(BIN)/python benchmarks/load_test.py --url http://$(SERVE_HOST):$(SERVE_PORT)
 
 lock:  ## regenerate requirements.lock from a fresh resolve (maintainers)
 	@echo "Resolve in a scratch venv, then: pip freeze | sed 's/+cpu//' > requirements.lock (see README, Dependencies)."

@@ -263,5 +263,50 @@ def tune_command(
                           on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))  # fmt: skip
     out.print(f"tuned parameters: {path}")
 
+
+@command("promote")
+def promote_command(
+    name: Annotated[str, typer.Argument(help="Registered model, e.g. covidscan-student-xray.")],
+    version: Annotated[str | None, typer.Option("--version", help="Version to consider (default: the newest).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Promote without the gate (recorded on the version as an operator's decision).")] = False,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Gate a model version against the champion on its experiment's test set; move `champion` if it passes."""
+    import pandas as pd
+
+    from covidscan.config import load_params
+    from covidscan.errors import DataError
+    from covidscan.evaluation.promotion import GateData, gate_registered
+
+    p = load_params(params, profile=profile)
+    processed, ingest = Path("data/processed"), Path("data/interim/ingest")
+    splits = Path("data/splits/splits.parquet")
+    for path in (splits, processed / "index.parquet", ingest / "manifest.parquet"):
+        if not path.is_file():
+            raise DataError(f"{path}: not found (run `dvc repro` first; the gate scores the test set)")
+    clinical = ingest / "clinical.parquet"
+    data = GateData(processed, pd.read_parquet(splits), pd.read_parquet(processed / "index.parquet"), pd.read_parquet(ingest / "manifest.parquet"),
+                    pd.read_parquet(clinical) if clinical.is_file() else None)  # fmt: skip
+    exp = p.registry.gates.get(name, "")
+    ver, decision = gate_registered(name, version, p, data, Path("reports/evaluate") / exp / "model_card.html", force=force)
+    out.print(f"{name} version {ver}: {'promoted to ' + p.registry.champion_alias if decision.promote else 'champion kept'} ({decision.reason})")
+
+
+@command("rollback")
+def rollback_command(
+    name: Annotated[str, typer.Argument(help="Registered model, e.g. covidscan-student-xray.")],
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Undo the last promotion: `champion` goes back to `previous-champion` (the two swap)."""
+    from covidscan.config import Params, load_params
+    from covidscan.tracking.registry import rollback
+
+    p = load_params(params, profile=profile) if params.is_file() else Params()
+    now, prev = rollback(name, p.registry.champion_alias, p.registry.previous_alias)
+    out.print(f"{name}: {p.registry.champion_alias} -> version {now}; {p.registry.previous_alias} -> version {prev or 'none'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -379,6 +379,67 @@ class EvaluateConfig(Section):
     shortcut_folds: int = Field(5, ge=2)  # assumed; CV folds of the source-shortcut probe
 
 
+# --------------------------------------------------------------- registry and serving (issue 9)
+class RegistryConfig(Section):
+    """The MLflow registry promotion gate (``covidscan.evaluation.promotion``, the ``register`` stage).
+
+    A new version becomes ``challenger``; it replaces ``champion`` when, on the same test set, the lower
+    bound of its bootstrap CI of AUROC is at least the champion's point AUROC minus ``auroc_margin`` and
+    its sensitivity at its own operating threshold is at least ``min_sensitivity``. The first version of a
+    model becomes champion when it meets the sensitivity floor. Regressors (CNNRF): the upper bound of
+    the challenger's bootstrap CI of MSE at most the champion's point MSE plus ``mse_margin``.
+    """
+
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+    previous_alias: str = "previous-champion"  # the champion a promotion replaced (for rollback)
+    auroc_margin: float = Field(0.02, ge=0, le=1)  # assumed
+    min_sensitivity: float = Field(0.9, ge=0, le=1)  # assumed; seed 004 reports 0.915 on its external centre
+    mse_margin: float = Field(0.005, ge=0)  # assumed; on the min-max normalised indicators
+    bootstrap: int = Field(1000, ge=10)  # resamples of the gate's CIs (SPEC section 5: 1000)
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0  # assumed
+    # registered model name -> the experiment whose test set gates it (params.yaml `experiments`)
+    gates: dict[str, str] = Field(
+        default_factory=lambda: {
+            "covidscan-student-xray": "A",
+            "covidscan-student-ct": "B",
+            "covidscan-csacnet": "S",
+            "covidscan-cnnrf": "CA",
+        }
+    )
+
+
+class ServeConfig(Section):
+    """The BentoML services (``bento/``) and their untrusted-input limits (``covidscan.serving``)."""
+
+    alias: str = "champion"  # which registry alias the bento is built from
+    # role -> registered model name; a role whose model is not registered is not served (503)
+    models: dict[Literal["xray", "ct2d", "ct3d", "indicators"], str] = Field(
+        default_factory=lambda: {
+            "xray": "covidscan-student-xray",
+            "ct2d": "covidscan-student-ct",
+            "ct3d": "covidscan-csacnet",
+            "indicators": "covidscan-cnnrf",
+        }
+    )
+    max_body_mb: float = Field(256.0, gt=0)  # 413 above this (a paper-size CT series is ~150 MB)
+    body_timeout_s: float = Field(30.0, gt=0)  # a client slower than this for the whole body gets 408
+    max_concurrency: int = Field(8, ge=1)  # in-flight requests per service before 429
+    max_files: int = Field(2000, ge=1)  # files in one CT upload (zip members or multipart parts)
+    max_unzipped_mb: float = Field(1024.0, gt=0)  # total declared and actual uncompressed zip size
+    max_zip_ratio: float = Field(200.0, gt=1)  # a zip member compressing better than this is refused
+    max_image_pixels: int = Field(4096 * 4096, ge=1)  # PNG/JPEG width x height, checked before decoding
+    max_npy_mb: float = Field(1024.0, gt=0)  # an uploaded .npy volume
+    decode_isolated: bool = True  # decode DICOM in a child process with a memory cap (decode_untrusted)
+    decode_memory_mb: float = Field(4096.0, gt=0)  # the child's address-space allowance
+    decode_timeout_s: float = Field(60.0, gt=0)
+    max_crops: int = Field(64, ge=1)  # lesion crops in one CNNRF request
+    max_batch_size: int = Field(16, ge=1)  # adaptive batching of X-ray inference
+    max_latency_ms: int = Field(2000, ge=1)  # adaptive batching latency budget
+    workers: int = Field(1, ge=1)  # HTTP front workers (CPU: decoding and preprocessing)
+
+
 # --------------------------------------------------------------------------- tuning (issue 8)
 class TuneSpace(Section):
     """The search space of a study: (low, high) ranges (inclusive) and choices. A parameter named in
@@ -464,6 +525,8 @@ class Params(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -491,6 +554,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "baselines": ("run", "subsets", "preprocess", "models", "train"),
     "evaluate": ("run", "subsets", "experiments", "preprocess", "models", "evaluate"),
     "tune": ("run", "subsets", "splits", "preprocess", "models", "train", "tune"),
+    "register": ("run", "subsets", "experiments", "preprocess", "registry"),
 }
 
 

@@ -21,6 +21,9 @@ from covidscan.tracking.runs import _mlflow
 
 log = logging.getLogger(__name__)
 
+WEIGHTS_TAG = "covidscan.weights_artifact"  # run-relative path of the state_dict + config checkpoint
+CARD_TAG = "covidscan.model_card"  # artifact URI of the evaluation's model card attached at promotion
+PREPROCESS_TAG = "covidscan.preprocess"  # JSON of the preprocessing parameters the model was evaluated with
 SERIALIZATION_FORMAT = "pickle"  # explicit; "pt2" (torch.export) refuses the data-dependent gate
 
 
@@ -81,7 +84,8 @@ def log_model(
     if registered_name and info.registered_model_version is not None:
         client = mlflow.MlflowClient()
         version = str(info.registered_model_version)
-        for key, value in {"data_version": data_version, **(tags or {})}.items():
+        weights = {WEIGHTS_TAG: f"{name}-weights/model.pt"} if checkpoint is not None else {}
+        for key, value in {"data_version": data_version, **weights, **(tags or {})}.items():
             client.set_model_version_tag(registered_name, version, key, str(value))
         log.info("registered %s version %s", registered_name, version)
     return info
@@ -105,3 +109,128 @@ def version_by_alias(registered_name: str, alias: str) -> Any | None:
 def load_model(uri: str) -> Any:
     """Load a registered model, e.g. ``models:/covidscan-student-xray@champion``."""
     return _mlflow().pytorch.load_model(uri)
+
+
+# ------------------------------------------------------------------------------- versions
+def resolve_version(registered_name: str, ref: str | int) -> Any:
+    """The model version a reference names: an alias (``champion``) or a version number.
+
+    Raises:
+        DataError: no such registered model, version or alias.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from covidscan.errors import DataError
+
+    client = _mlflow().MlflowClient()
+    try:
+        if str(ref).isdigit():
+            return client.get_model_version(registered_name, str(ref))
+        return client.get_model_version_by_alias(registered_name, str(ref))
+    except MlflowException:
+        raise DataError(f"MLflow registry: {registered_name!r} has no version or alias {str(ref)!r}") from None
+
+
+def latest_version(registered_name: str) -> Any | None:
+    """The newest version of a registered model, or None when it has none (or does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = _mlflow().MlflowClient().search_model_versions(f"name = '{registered_name}'")
+    except MlflowException:
+        return None
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def export_checkpoint(registered_name: str, ref: str | int, dst: str | Path) -> dict[str, Any]:
+    """Write a registered version as a covidscan checkpoint (``zoo.save_model`` format) to ``dst``.
+
+    The version's ``state_dict + config`` artifact is loaded with ``torch.load(weights_only=True)`` and
+    the network rebuilt with :func:`covidscan.models.zoo.build_model`; versions logged without it fall
+    back to the MLflow PyTorch model. Extra plain data of the checkpoint (e.g. CNNRF's ``target_min`` /
+    ``target_max``) is kept.
+
+    Returns:
+        ``{"name", "version", "run_id", "uri", "aliases", "tags"}`` of the resolved version.
+    """
+    import torch
+
+    from covidscan.config import ModelsConfig
+    from covidscan.models.zoo import build_model, save_model
+
+    mlflow = _mlflow()
+    mv = resolve_version(registered_name, ref)
+    extra: dict[str, Any] = {}
+    weights = (mv.tags or {}).get(WEIGHTS_TAG)
+    if weights and mv.run_id:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=weights, dst_path=tmp)
+            payload = torch.load(local, map_location="cpu", weights_only=True)
+        b = payload["config"]
+        model = build_model(
+            b["name"], ModelsConfig.model_validate(b["models"]), input_size=b["input_size"], num_classes=b["num_classes"],
+            in_channels=b["in_channels"], class_labels=b["class_labels"], threshold=float(b["threshold"]),
+            value_range=tuple(b["value_range"]), kind=b["kind"],
+        )  # fmt: skip
+        model.load_state_dict(payload["state_dict"], strict=True)
+        extra = {k: v for k, v in payload.items() if k not in ("state_dict", "config")}
+    else:
+        model = mlflow.pytorch.load_model(f"models:/{registered_name}/{mv.version}", map_location="cpu")
+    save_model(model, dst, extra={**extra, "registered_name": registered_name, "registered_version": str(mv.version)})
+    return {"name": registered_name, "version": str(mv.version), "run_id": mv.run_id or "", "uri": f"models:/{registered_name}/{mv.version}",
+            "aliases": list(getattr(mv, "aliases", []) or []), "tags": dict(mv.tags or {})}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ promotion
+def record_decision(registered_name: str, version: str | int, tags: dict[str, str], card_path: str | Path | None = None) -> None:
+    """Tag a version with the gate's decision and figures; attach the model card to its run.
+
+    The card is logged as an artifact of the version's source run (``model_card/``) and its URI kept in
+    the ``covidscan.model_card`` tag (MLflow versions have no artifacts of their own).
+    """
+    client = _mlflow().MlflowClient()
+    mv = client.get_model_version(registered_name, str(version))
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, str(version), key, str(value)[:5000])
+    if card_path is not None and Path(card_path).is_file() and mv.run_id:
+        client.log_artifact(mv.run_id, str(card_path), artifact_path="model_card")
+        uri = f"runs:/{mv.run_id}/model_card/{Path(card_path).name}"
+        client.set_model_version_tag(registered_name, str(version), CARD_TAG, uri)
+
+
+def move_champion(registered_name: str, version: str | int, champion: str = "champion", previous: str = "previous-champion") -> str | None:
+    """Point ``champion`` at ``version``; the replaced champion (if another version) becomes ``previous``.
+
+    Returns:
+        The replaced champion's version, or None.
+    """
+    client = _mlflow().MlflowClient()
+    old = version_by_alias(registered_name, champion)
+    if old is not None and str(old.version) != str(version):
+        client.set_registered_model_alias(registered_name, previous, str(old.version))
+    client.set_registered_model_alias(registered_name, champion, str(version))
+    log.info("%s: %s -> version %s (was %s)", registered_name, champion, version, None if old is None else old.version)
+    return None if old is None or str(old.version) == str(version) else str(old.version)
+
+
+def rollback(registered_name: str, champion: str = "champion", previous: str = "previous-champion") -> tuple[str, str]:
+    """Swap ``champion`` and ``previous`` (undo the last promotion).
+
+    Returns:
+        (the version now champion, the version now previous).
+
+    Raises:
+        DataError: there is no ``previous`` version to roll back to.
+    """
+    from covidscan.errors import DataError
+
+    client = _mlflow().MlflowClient()
+    prev = version_by_alias(registered_name, previous)
+    cur = version_by_alias(registered_name, champion)
+    if prev is None:
+        raise DataError(f"MLflow registry: {registered_name!r} has no {previous!r} alias to roll back to")
+    client.set_registered_model_alias(registered_name, champion, str(prev.version))
+    if cur is not None:
+        client.set_registered_model_alias(registered_name, previous, str(cur.version))
+        client.set_model_version_tag(registered_name, str(cur.version), "gate.rolled_back", "true")
+    return str(prev.version), "" if cur is None else str(cur.version)

@@ -1,0 +1,69 @@
+"""DVC stage `register`: each newly trained model version -> `challenger`; the gate moves `champion`.
+
+    python -m pipelines.register [--params params.yaml] [--models covidscan-student-xray ...]
+
+For every registered model named in ``params.registry.gates`` (registered name -> gating experiment),
+the newest version becomes ``challenger`` and is compared with the current ``champion`` on the
+experiment's test set (:func:`covidscan.evaluation.promotion.gate_registered`: the lower bound of the
+bootstrap CI of AUROC vs the champion's AUROC minus ``registry.auroc_margin``, sensitivity vs
+``registry.min_sensitivity``; CNNRF by MSE). The decision and its figures become tags on the version, the
+experiment's model card (``reports/evaluate/<exp>/model_card.html``) is attached, and ``champion`` moves
+when the gate passes. Writes ``metrics/register.json`` (the decisions). Models never registered are
+skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from covidscan.config import PARAMS_FILE, load_params
+from pipelines import stage_main
+
+log = logging.getLogger("pipelines.register")
+
+PROCESSED = Path("data/processed")
+SPLITS = Path("data/splits/splits.parquet")
+INGEST = Path("data/interim/ingest")
+REPORTS = Path("reports/evaluate")
+METRICS = Path("metrics/register.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--models", nargs="*", default=None, help="registered names (default: every key of registry.gates)")
+    parser.add_argument("--out", type=Path, default=METRICS)
+    args = parser.parse_args(argv)
+    params = load_params(args.params, profile=args.profile)
+
+    from covidscan.errors import DataError
+    from covidscan.evaluation.promotion import GateData, gate_registered
+    from covidscan.tracking.registry import latest_version
+
+    for path in (SPLITS, PROCESSED / "index.parquet", INGEST / "manifest.parquet"):
+        if not path.is_file():
+            raise DataError(f"{path}: not found (run the upstream stages first)")
+    clinical = INGEST / "clinical.parquet"
+    data = GateData(PROCESSED, pd.read_parquet(SPLITS), pd.read_parquet(PROCESSED / "index.parquet"), pd.read_parquet(INGEST / "manifest.parquet"),
+                    pd.read_parquet(clinical) if clinical.is_file() else None)  # fmt: skip
+    report: dict[str, dict] = {}
+    for name in args.models or list(params.registry.gates):
+        if latest_version(name) is None:
+            log.warning("%s: not registered; skipped", name)
+            continue
+        exp = params.registry.gates.get(name, "")
+        version, decision = gate_registered(name, None, params, data, REPORTS / exp / "model_card.html")
+        report[name] = {"version": version, "experiment": exp, **decision.as_dict()}
+        log.info("%s v%s: %s (%s)", name, version, "promoted" if decision.promote else "kept champion", decision.reason)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, sort_keys=True, default=float).replace("NaN", "null") + "\n")
+
+
+if __name__ == "__main__":
+    stage_main(main)

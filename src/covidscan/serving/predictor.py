@@ -1,0 +1,292 @@
+"""The package's own predictor: file(s) -> class probabilities / indicators / Grad-CAM, framework-free.
+
+Three parts, so that a service can run them in different processes:
+
+* :class:`Preparer` (CPU, untrusted input): decode an upload (:mod:`covidscan.serving.uploads`) and
+  preprocess it with :mod:`covidscan.preprocess` (the one path shared with training) into the model's
+  input array. Needs only the bundles' ``serving.json``, no weights.
+* :class:`Engine` (GPU when there is one): the models; forward passes on batches, Grad-CAM.
+* :func:`classification_response` / :func:`indicators_response`: the response body (probabilities, the
+  operating threshold, the model name and version, the research notice; never a header field).
+
+:class:`Predictor` joins them in one process: it is what tests, the CLI and the benchmarks call, and
+what the BentoML service must agree with.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covidscan import RESEARCH_NOTICE
+from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
+from covidscan.errors import DataError
+from covidscan.serving.bundle import MODEL_FILE, ROLES, BundleInfo, read_bundle
+from covidscan.serving.uploads import UploadError, read_ct, read_image_2d
+
+log = logging.getLogger(__name__)
+
+POSITIVE_CLASS = "covid19"
+
+
+class ModelUnavailable(DataError):
+    """No model is served for a role (not registered, or not in the bento): HTTP 503."""
+
+
+# ---------------------------------------------------------------------------------- preparing
+class Preparer:
+    """Decode and preprocess uploads for the served models (no weights needed).
+
+    Args:
+        infos: role -> bundle info.
+        serve: upload caps.
+        limits: DICOM caps.
+    """
+
+    def __init__(self, infos: Mapping[str, BundleInfo], serve: ServeConfig, limits: DicomLimits) -> None:
+        self.infos = dict(infos)
+        self.serve = serve
+        self.limits = limits
+
+    def info(self, role: str) -> BundleInfo:
+        if role not in self.infos:
+            raise ModelUnavailable(f"no {role} model is served (none registered under the serving alias, or not in this bento)")
+        return self.infos[role]
+
+    def xray_grey(self, path: Path) -> np.ndarray:
+        """An X-ray upload (DICOM CR/DX, PNG, JPEG) as ingest's float32 array (bright = dense)."""
+        return read_image_2d(Path(path), self.limits, self.serve, modalities=frozenset({"CR", "DX"})).pixels
+
+    def xray_input(self, path: Path) -> np.ndarray:
+        """An X-ray upload as the 2D model's input: float32 (3, size, size) in [0, 1]."""
+        from covidscan.preprocess import input_spec, preprocess_2d
+
+        pre = self.info("xray").preprocess_config()
+        arr = preprocess_2d(self.xray_grey(path), pre, kind="xray", what="upload")
+        return input_spec("xray", pre).to_tensor(arr).numpy()
+
+    def ct_inputs(self, files: Sequence[Path], roles: Sequence[str], spacing_mm: float | None = None) -> dict[str, np.ndarray]:
+        """A CT upload as the inputs of the requested CT models: ``ct2d`` (S, size, size), ``ct3d`` (1, D, H, W)."""
+        from covidscan.preprocess import input_spec
+        from covidscan.preprocess.ct import ct_stack, ct_volume
+
+        infos = {r: self.info(r) for r in roles}
+        with tempfile.TemporaryDirectory(prefix="covidscan-ct-") as work:
+            vol = read_ct([Path(f) for f in files], Path(work), self.limits, self.serve, spacing_mm)
+        out = {}
+        for role, info in infos.items():
+            pre = info.preprocess_config()
+            if role == "ct2d":
+                out[role] = input_spec("ct_stack", pre).to_tensor(ct_stack(vol.hu, pre, what="upload")).numpy()
+            else:
+                if not np.isfinite(vol.spacing_z):
+                    raise UploadError("upload: the slice spacing is unknown (a .npy volume needs spacing_mm) so the 3D model cannot be used", 422, "no_spacing")
+                out[role] = input_spec("ct_volume", pre).to_tensor(ct_volume(vol.hu, vol.spacing_z, pre, what="upload")).numpy()
+        return out
+
+    def crop_inputs(self, files: Sequence[Path]) -> np.ndarray:
+        """Lesion crop images (DICOM, PNG, JPEG; each one whole crop) as CNNRF inputs: (n, 3, c, c)."""
+        from covidscan.preprocess import input_spec
+        from covidscan.preprocess.xray import lesion_crop, normalise_to_uint8
+
+        if not files:
+            raise UploadError("no lesion crop uploaded", 422, "no_file")
+        if len(files) > self.serve.max_crops:
+            raise UploadError(f"{len(files)} crops uploaded; serve.max_crops = {self.serve.max_crops}", 413, "too_many_files")
+        pre = self.info("indicators").preprocess_config()
+        crops = []
+        for i, f in enumerate(files):
+            grey = read_image_2d(Path(f), self.limits, self.serve, modalities=frozenset({"CR", "DX", "CT"}), name=f"upload[{i}]").pixels
+            grey8 = grey.astype(np.uint8) if grey.min() >= 0 and grey.max() <= 255 and np.all(grey == np.rint(grey)) else normalise_to_uint8(grey, what=f"upload[{i}]")
+            crops.append(lesion_crop(grey8, (0, 0, grey8.shape[1], grey8.shape[0]), pre, what=f"upload[{i}]"))
+        return input_spec("lesion_crop", pre).to_tensor(np.stack(crops)).numpy()
+
+
+# ------------------------------------------------------------------------------------ models
+def choose_device(preference: str = "auto") -> str:
+    """``cuda`` when asked for or available (``auto``), else ``cpu``."""
+    import torch
+
+    if preference == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if preference == "cuda":
+        log.warning("CUDA requested but not available; serving on CPU")
+    return "cpu"
+
+
+class Engine:
+    """The served networks, on one device.
+
+    Args:
+        bundles: role -> bundle folder (``model.pt`` + ``serving.json``).
+        device: ``auto`` (CUDA when available), ``cuda`` or ``cpu``.
+        explain: Grad-CAM/DBSCAN settings (``cam_threshold``, ``dbscan_eps``, ``dbscan_min_samples``).
+    """
+
+    def __init__(self, bundles: Mapping[str, str | Path], device: str = "auto", explain: EvaluateConfig | None = None) -> None:
+        from covidscan.models.zoo import load_model
+
+        self.device = choose_device(device)
+        self.infos: dict[str, BundleInfo] = {}
+        self.models: dict[str, Any] = {}
+        self.explain_cfg = explain or EvaluateConfig()
+        self._cam_lock = threading.Lock()  # Grad-CAM hooks are per model: one explanation at a time
+        for role, folder in bundles.items():
+            self.infos[role] = read_bundle(folder)
+            self.models[role] = load_model(Path(folder) / MODEL_FILE, map_location=self.device).eval()
+            log.info("loaded %s %s v%s on %s", role, self.infos[role].name, self.infos[role].version, self.device)
+
+    def _model(self, role: str):
+        if role not in self.models:
+            raise ModelUnavailable(f"no {role} model is served")
+        return self.models[role]
+
+    def forward(self, role: str, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (classifiers) or outputs (regressors) of a batch, float32 (n, C)."""
+        import torch
+
+        model = self._model(role)
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            y = model(x).float()
+            if model.card.task != "regression":
+                y = torch.softmax(y, dim=1)
+        return y.cpu().numpy()
+
+    def explain(self, role: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grad-CAM heatmap of one input at input resolution and its DBSCAN centres (normalised)."""
+        from covidscan.explain.centres import heatmap_centres
+        from covidscan.explain.gradcam import grad_cam
+
+        model = self._model(role)
+        dims = 3 if self.infos[role].kind == "ct_volume" else 2
+        cfg = self.explain_cfg
+        with self._cam_lock:
+            heat = grad_cam(model, np.asarray(x, dtype=np.float32), model.target_layer, spatial_dims=dims)
+        centres = heatmap_centres(heat, cfg.cam_threshold, cfg.dbscan_eps, cfg.dbscan_min_samples)
+        return heat, centres
+
+
+# --------------------------------------------------------------------------------- responses
+def _positive_index(labels: Sequence[str]) -> int:
+    return labels.index(POSITIVE_CLASS) if POSITIVE_CLASS in labels else len(labels) - 1
+
+
+def classification_response(info: BundleInfo, probs: np.ndarray) -> dict[str, Any]:
+    """The body of a classification answer: probabilities, threshold, the call, model and notice."""
+    p = [float(v) for v in np.asarray(probs, dtype=float).reshape(-1)]
+    labels = info.labels
+    if len(p) != len(labels):
+        raise DataError(f"{info.name}: {len(p)} outputs for {len(labels)} labels")
+    pos = _positive_index(labels)
+    score = p[pos]
+    return {
+        "probabilities": dict(zip(labels, p)),
+        "positive_class": labels[pos],
+        "score": score,
+        "threshold": info.threshold,
+        "call": labels[pos] if score >= info.threshold else f"not {labels[pos]}",
+        "model": info.describe(),
+        "notice": RESEARCH_NOTICE,
+    }
+
+
+def indicators_response(info: BundleInfo, outputs: np.ndarray) -> dict[str, Any]:
+    """CNNRF: the mean over crops, normalised (0-1) and in raw units when the target range is known."""
+    mean = np.asarray(outputs, dtype=float).reshape(len(outputs), -1).mean(0)
+    names = info.labels
+    body: dict[str, Any] = {"normalised": dict(zip(names, (float(v) for v in mean))), "n_crops": int(len(outputs))}
+    lo, hi = info.extra.get("target_min"), info.extra.get("target_max")
+    if lo is not None and hi is not None:
+        lo_a, hi_a = np.asarray(lo, float), np.asarray(hi, float)
+        body["raw_units"] = dict(zip(names, (float(v) for v in lo_a + mean * (hi_a - lo_a))))
+    body.update(model=info.describe(), notice=RESEARCH_NOTICE)
+    return body
+
+
+def overlay_png(background: np.ndarray, heat: np.ndarray) -> bytes:
+    """The Grad-CAM overlay as PNG bytes (a volume: its peak slice)."""
+    import matplotlib.pyplot as plt
+
+    from covidscan.explain.gradcam import overlay, peak_slice
+
+    if heat.ndim == 3:
+        k = peak_slice(heat)
+        heat, background = heat[k], background[k]
+    buf = io.BytesIO()
+    plt.imsave(buf, overlay(background, heat), format="png")
+    return buf.getvalue()
+
+
+def explain_response(info: BundleInfo, probs: np.ndarray, heat: np.ndarray, centres: np.ndarray, background: np.ndarray) -> dict[str, Any]:
+    """Classification plus the overlay (base64 PNG) and the DBSCAN centres ((x, y) or (z, y, x), 0-1)."""
+    body = classification_response(info, probs)
+    axes = ["x", "y"] if heat.ndim == 2 else ["z", "y", "x"]
+    body["centres"] = [dict(zip(axes, (float(v) for v in c))) for c in np.asarray(centres)]
+    body["overlay_png_base64"] = base64.b64encode(overlay_png(background, heat)).decode("ascii")
+    return body
+
+
+def background_of(role: str, x: np.ndarray) -> np.ndarray:
+    """The image an overlay is drawn on: the pseudo-coloured input (H, W, 3) or the volume (D, H, W)."""
+    arr = np.asarray(x)
+    if role == "ct3d":
+        return arr[0]
+    return np.transpose(arr, (1, 2, 0)) if arr.shape[0] == 3 else arr.mean(0)
+
+
+# ---------------------------------------------------------------------------------- together
+class Predictor:
+    """Preparer + Engine in one process: the package's own predictor.
+
+    Args:
+        bundles: role -> bundle folder.
+        serve: upload caps.
+        limits: DICOM caps.
+        device: ``auto``, ``cuda`` or ``cpu``.
+        explain: Grad-CAM/DBSCAN settings.
+    """
+
+    def __init__(self, bundles: Mapping[str, str | Path], serve: ServeConfig | None = None, limits: DicomLimits | None = None,
+                 device: str = "auto", explain: EvaluateConfig | None = None) -> None:  # fmt: skip
+        unknown = set(bundles) - set(ROLES)
+        if unknown:
+            raise DataError(f"unknown serving roles {sorted(unknown)}; expected {', '.join(ROLES)}")
+        self.engine = Engine(bundles, device, explain)
+        self.preparer = Preparer(self.engine.infos, serve or ServeConfig(), limits or DicomLimits())
+
+    def predict_xray(self, path: str | Path) -> dict[str, Any]:
+        """Classify one X-ray file (DICOM, PNG or JPEG)."""
+        x = self.preparer.xray_input(Path(path))
+        return classification_response(self.preparer.info("xray"), self.engine.forward("xray", x[None])[0])
+
+    def predict_ct(self, files: Sequence[str | Path], roles: Sequence[str] = ("ct2d", "ct3d"), spacing_mm: float | None = None) -> dict[str, Any]:
+        """Classify one CT (a zip of a series, slice files, a multi-frame file or a .npy) with each requested model."""
+        inputs = self.preparer.ct_inputs([Path(f) for f in files], roles, spacing_mm)
+        results = {role: classification_response(self.preparer.info(role), self.engine.forward(role, x[None])[0]) for role, x in inputs.items()}
+        return {"results": results, "notice": RESEARCH_NOTICE}
+
+    def indicators(self, files: Sequence[str | Path]) -> dict[str, Any]:
+        """The five clinical indicators from lesion crop images (mean over the crops)."""
+        crops = self.preparer.crop_inputs([Path(f) for f in files])
+        return indicators_response(self.preparer.info("indicators"), self.engine.forward("indicators", crops))
+
+    def explain(self, files: Sequence[str | Path], role: str = "xray", spacing_mm: float | None = None) -> dict[str, Any]:
+        """Grad-CAM overlay and DBSCAN centres for an X-ray (``xray``) or a CT volume (``ct3d``, ``ct2d``)."""
+        if role == "xray":
+            x = self.preparer.xray_input(Path(files[0]))
+        else:
+            x = self.preparer.ct_inputs([Path(f) for f in files], [role], spacing_mm)[role]
+        probs = self.engine.forward(role, x[None])[0]
+        heat, centres = self.engine.explain(role, x)
+        return explain_response(self.preparer.info(role), probs, heat, centres, background_of(role, x))

@@ -1,0 +1,289 @@
+"""Untrusted uploads: sniff the type, unpack safely, decode with size caps, map every problem to 4xx.
+
+Everything a client sends is treated as hostile:
+
+* the type is taken from the bytes (magic numbers), never from the file name or the declared type;
+* zips are checked member by member before extraction (count, declared sizes, compression ratio,
+  absolute paths, ``..``, links) and extracted with the bytes actually written counted, so a lying
+  header cannot exhaust the disk; members are written under generated names (no client path is used);
+* DICOM is checked by :mod:`covidscan.data.dicom` (header first, in process; pixels in a child process
+  with a memory cap and a timeout when ``ServeConfig.decode_isolated``);
+* PNG/JPEG dimensions are read from the header and checked before the image is decoded;
+* ``.npy`` volumes are read without pickles, their header checked before the data is read.
+
+Errors are :class:`UploadError` with an HTTP status (413, 415, 422) and a short ``code``. Messages name
+the problem and never contain a header value that could identify a patient; temporary paths are
+replaced by ``upload`` (or ``upload[i]`` for the i-th file).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from covidscan.config import DicomLimits, ServeConfig
+from covidscan.errors import DataError, DicomError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["dicom", "png", "jpeg", "zip", "npy"]
+_MB = 1024 * 1024
+
+
+class UploadError(DataError):
+    """A client's upload cannot be used. ``status`` is the HTTP status the service answers with."""
+
+    def __init__(self, message: str, status: int = 422, code: str = "invalid_upload") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def sanitise(message: str, paths: dict[str, str]) -> str:
+    """Replace temporary paths in a message by neutral names (``{path: name}``), longest first."""
+    for path, name in sorted(paths.items(), key=lambda kv: -len(kv[0])):
+        message = message.replace(path, name)
+    return re.sub(r"\s+", " ", message).strip()
+
+
+def sniff(path: Path) -> Kind | None:
+    """The upload's type from its first bytes: dicom, png, jpeg, zip, npy, or None."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    # DICOM without the preamble (raw dataset): group 0x0002/0x0008 little-endian tag first
+    if len(head) >= 8 and head[0:2] in (b"\x02\x00", b"\x08\x00") and head[2:4] in (b"\x00\x00", b"\x01\x00", b"\x05\x00", b"\x16\x00"):
+        return "dicom"
+    return None
+
+
+def dicom_error(err: DicomError, paths: dict[str, str]) -> UploadError:
+    """A reader error as a 4xx: 413 for size caps, 415 for unsupported kinds, 422 for broken files."""
+    from covidscan.data import dicom as D
+
+    name = type(err).__name__
+    if isinstance(err, (D.FileTooLargeError, D.ImageTooLargeError, D.DecodeResourceError)):
+        status = 413
+    elif isinstance(err, (D.NotDicomError, D.UnsupportedTransferSyntaxError, D.UnsupportedSOPClassError, D.WrongModalityError, D.ColourImageError)):
+        status = 415
+    else:
+        status = 422
+    code = re.sub(r"(?<!^)(?=[A-Z])", "_", name.removesuffix("Error")).lower() or "dicom"
+    return UploadError(sanitise(str(err), paths), status, f"dicom_{code}")
+
+
+# ------------------------------------------------------------------------------------ decoding
+@dataclass(frozen=True)
+class Decoded2D:
+    """A decoded 2D upload: ingest's array (float32, bright = dense) and where it came from."""
+
+    pixels: np.ndarray
+    source: Kind
+
+
+@dataclass(frozen=True)
+class DecodedVolume:
+    """A decoded CT upload: int16 HU (z, y, x) ordered along the slice normal, and the slice spacing."""
+
+    hu: np.ndarray
+    spacing_z: float
+    source: str
+
+
+def _decode_dicom(path: Path, limits: DicomLimits, serve: ServeConfig, kind: Literal["image", "series"], paths: dict[str, str]):
+    from covidscan.data import dicom as D
+
+    try:
+        if kind == "image":
+            D.read_header(path, limits)  # cheap strict checks before any child process
+        if serve.decode_isolated:
+            return D.decode_untrusted(path, limits, max_memory_mb=serve.decode_memory_mb, timeout_s=serve.decode_timeout_s, kind=kind)
+        return D.read_image(path, limits) if kind == "image" else D.read_series(path, limits)
+    except DicomError as err:
+        raise dicom_error(err, paths) from None
+
+
+def _check_image_header(path: Path, serve: ServeConfig, name: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = serve.max_image_pixels
+    try:
+        with Image.open(path) as img:  # reads the header only
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UploadError(f"{name}: not a readable PNG/JPEG image ({type(err).__name__})", 422, "bad_image") from None
+    except Image.DecompressionBombError:
+        raise UploadError(f"{name}: image dimensions exceed serve.max_image_pixels = {serve.max_image_pixels}", 413, "image_too_large") from None
+    if w * h > serve.max_image_pixels or w <= 0 or h <= 0:
+        raise UploadError(f"{name}: {w} x {h} pixels exceed serve.max_image_pixels = {serve.max_image_pixels}", 413, "image_too_large")
+
+
+def read_image_2d(path: Path, limits: DicomLimits, serve: ServeConfig, *, modalities: frozenset[str], name: str = "upload") -> Decoded2D:
+    """A DICOM, PNG or JPEG upload as ingest's 2D array (float32, bright = dense).
+
+    Args:
+        path: the uploaded file (a temporary file).
+        limits: DICOM caps.
+        serve: upload caps.
+        modalities: accepted DICOM modalities (``{"CR", "DX"}`` for X-ray).
+        name: how to name the upload in messages.
+
+    Raises:
+        UploadError: 413/415/422 naming the problem.
+    """
+    from covidscan.data.sources.image_files import read_grey
+
+    paths = {str(path): name}
+    kind = sniff(path)
+    if kind == "dicom":
+        image = _decode_dicom(path, limits, serve, "image", paths)
+        if image.modality not in modalities:
+            raise UploadError(f"{name}: DICOM Modality is {image.modality!r}; this endpoint takes {'/'.join(sorted(modalities))}", 415, "wrong_modality")
+        return Decoded2D(np.asarray(image.pixels, dtype=np.float32), "dicom")
+    if kind in ("png", "jpeg"):
+        _check_image_header(path, serve, name)
+        try:
+            return Decoded2D(read_grey(path, serve.max_image_pixels), kind)
+        except DataError as err:
+            raise UploadError(sanitise(str(err), paths), 422, "bad_image") from None
+    raise UploadError(f"{name}: expected a DICOM, PNG or JPEG file (the content is {kind or 'not a recognised format'})", 415, "unsupported_type")
+
+
+def _safe_members(zf: zipfile.ZipFile, serve: ServeConfig, name: str) -> list[zipfile.ZipInfo]:
+    members = [m for m in zf.infolist() if not m.is_dir()]
+    if not members:
+        raise UploadError(f"{name}: the zip holds no file", 422, "empty_zip")
+    if len(members) > serve.max_files:
+        raise UploadError(f"{name}: the zip holds {len(members)} files; serve.max_files = {serve.max_files}", 413, "too_many_files")
+    total = 0
+    for m in members:
+        parts = Path(m.filename.replace("\\", "/")).parts
+        if m.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+            raise UploadError(f"{name}: zip member path leaves the archive (absolute or '..'); refused", 422, "zip_path_traversal")
+        mode = m.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise UploadError(f"{name}: the zip holds a symbolic link; refused", 422, "zip_link")
+        if m.flag_bits & 0x1:
+            raise UploadError(f"{name}: the zip is encrypted", 422, "zip_encrypted")
+        total += m.file_size
+        if m.file_size > 0 and m.file_size / max(m.compress_size, 1) > serve.max_zip_ratio:
+            raise UploadError(f"{name}: a zip member expands more than serve.max_zip_ratio = {serve.max_zip_ratio:g} times (zip bomb?)", 413, "zip_bomb")
+    if total > serve.max_unzipped_mb * _MB:
+        raise UploadError(f"{name}: the zip expands to {total / _MB:.0f} MB; serve.max_unzipped_mb = {serve.max_unzipped_mb:g}", 413, "zip_too_large")
+    return members
+
+
+def extract_zip(path: Path, dest: Path, serve: ServeConfig, name: str = "upload") -> list[Path]:
+    """Extract a zip's files flat into ``dest`` under generated names, counting the bytes written.
+
+    Raises:
+        UploadError: a bad archive, too many or too large members, a bomb, traversal or links.
+    """
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise UploadError(f"{name}: not a readable zip ({err})", 422, "bad_zip") from None
+    out: list[Path] = []
+    budget = int(serve.max_unzipped_mb * _MB)
+    with zf:
+        for i, member in enumerate(_safe_members(zf, serve, name)):
+            target = dest / f"{i:05d}.dcm"
+            try:
+                with zf.open(member) as src, open(target, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        budget -= len(chunk)
+                        if budget < 0 or dst.tell() + len(chunk) > member.file_size:
+                            raise UploadError(f"{name}: a zip member inflates beyond its declared size (zip bomb?)", 413, "zip_bomb")
+                        dst.write(chunk)
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
+                raise UploadError(f"{name}: a zip member cannot be read ({type(err).__name__})", 422, "bad_zip") from None
+            out.append(target)
+    return out
+
+
+def _read_npy(path: Path, serve: ServeConfig, name: str) -> np.ndarray:
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = reader(fh)  # the header only; never a pickle
+    except (ValueError, OSError, SyntaxError) as err:
+        raise UploadError(f"{name}: not a readable .npy file ({type(err).__name__})", 422, "bad_npy") from None
+    if dtype.hasobject or dtype.kind not in "iuf":
+        raise UploadError(f"{name}: .npy dtype {dtype} is not a numeric HU volume", 415, "bad_npy_dtype")
+    if len(shape) != 3 or min(shape) < 1:
+        raise UploadError(f"{name}: .npy shape {shape} is not a volume (z, y, x)", 422, "bad_npy_shape")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > serve.max_npy_mb * _MB:
+        raise UploadError(f"{name}: .npy volume of {nbytes / _MB:.0f} MB exceeds serve.max_npy_mb = {serve.max_npy_mb:g}", 413, "npy_too_large")
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+        hu = np.array(arr, dtype=np.float32)
+    except (ValueError, OSError) as err:
+        raise UploadError(f"{name}: .npy data cannot be read ({type(err).__name__})", 422, "bad_npy") from None
+    if not np.isfinite(hu).all():
+        raise UploadError(f"{name}: .npy volume holds NaN or infinite values", 422, "bad_npy_values")
+    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+
+
+def read_ct(files: list[Path], work: Path, limits: DicomLimits, serve: ServeConfig, spacing_mm: float | None = None) -> DecodedVolume:
+    """A CT upload as an HU volume: one zip of a series, several DICOM slices, one multi-frame DICOM, or one .npy.
+
+    Args:
+        files: the uploaded files (temporary files).
+        work: an empty temporary folder for the series.
+        limits: DICOM caps.
+        serve: upload caps.
+        spacing_mm: slice spacing for a .npy volume (DICOM series carry their own).
+
+    Raises:
+        UploadError: 413/415/422 naming the problem.
+    """
+    if not files:
+        raise UploadError("no file uploaded", 422, "no_file")
+    if len(files) > serve.max_files:
+        raise UploadError(f"{len(files)} files uploaded; serve.max_files = {serve.max_files}", 413, "too_many_files")
+    names = {str(f): ("upload" if len(files) == 1 else f"upload[{i}]") for i, f in enumerate(files)}
+    kinds = [sniff(f) for f in files]
+    series = work / "series"
+    series.mkdir(parents=True, exist_ok=True)
+    names[str(series)] = "series"
+    if len(files) == 1 and kinds[0] == "npy":
+        hu = _read_npy(files[0], serve, "upload")
+        spacing = float(spacing_mm) if spacing_mm is not None and np.isfinite(spacing_mm) and spacing_mm > 0 else float("nan")
+        return DecodedVolume(hu, spacing, "npy")
+    if len(files) == 1 and kinds[0] == "zip":
+        members = extract_zip(files[0], series, serve)
+        for m in members:
+            names[str(m)] = f"upload:{m.stem}"
+        kind = "series"
+    elif all(k == "dicom" for k in kinds):
+        for i, f in enumerate(files):
+            target = series / f"{i:05d}.dcm"
+            shutil.copyfile(f, target)
+            names[str(target)] = names[str(f)]
+        kind = "series"
+    else:
+        bad = [names[str(f)] for f, k in zip(files, kinds) if k != "dicom"]
+        raise UploadError(f"{', '.join(bad)}: expected DICOM slices, one zip of a series, or one .npy volume", 415, "unsupported_type")
+    only = sorted(series.iterdir())
+    target = only[0] if len(only) == 1 else series  # one multi-frame file
+    volume = _decode_dicom(target, limits, serve, kind, names)
+    return DecodedVolume(np.asarray(volume.hu), float(volume.spacing[0]), "dicom")

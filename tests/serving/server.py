@@ -1,0 +1,134 @@
+"""A real `bentoml serve` of bento/service.py for the tests: a temporary MLflow registry with tiny models,
+`bento/import_models.py` into a temporary BentoML home, the server on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+from tests.serving import tiny_models as tm
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+# Small limits so the hostile corpus runs in seconds.
+SERVE_PARAMS = {
+    "max_body_mb": 2.0,
+    "body_timeout_s": 3.0,
+    "max_concurrency": 4,
+    "max_files": 40,
+    "max_unzipped_mb": 8.0,
+    "max_image_pixels": 1024 * 1024,
+    "max_npy_mb": 4.0,
+    "decode_memory_mb": 1024.0,
+    "decode_timeout_s": 30.0,
+    "max_latency_ms": 500,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+        "COVIDSCAN_ARTIFACT_ROOT": (tmp / "mlartifacts").as_uri(),
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "COVIDSCAN_BENTO_CONFIG": str(tmp / "serving.json"),
+        "COVIDSCAN_DEVICE": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+@dataclass
+class Served:
+    url: str
+    tmp: Path
+    log: Path
+    config: dict
+    process: subprocess.Popen
+
+    def bundles(self) -> dict[str, Path]:
+        """Role -> the BentoML model folder the server loaded (to build the package's own predictor)."""
+        home = self.tmp / "bentoml" / "models"
+        return {role: home / tag.split(":")[0] / tag.split(":")[1] for role, tag in self.config["models"].items()}
+
+    def alive(self) -> bool:
+        return requests.get(f"{self.url}/readyz", timeout=10).status_code == 200
+
+
+def register_all(tmp: Path) -> None:
+    """Register one tiny model per role and make it champion (in a child process: its own MLflow env)."""
+    script = (
+        "from tests.serving import tiny_models as tm\n"
+        "from covidscan.tracking.registry import set_alias\n"
+        "for role, name in tm.NAMES.items():\n"
+        "    extra = {'target_min': [1.0, 40.0, 5.0, 0.0, 0.0], 'target_max': [20.0, 95.0, 50.0, 5.0, 150.0]} if role == 'indicators' else None\n"
+        "    set_alias(name, 'champion', tm.register(tm.build(role, seed=1), name, extra))\n"
+    )
+    subprocess.run([PYTHON, "-c", script], env=environment(tmp), cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+
+def start(tmp: Path, timeout_s: float = 120.0) -> Served:
+    """Register, import, serve; returns when /readyz answers 200."""
+    env = environment(tmp)
+    register_all(tmp)
+    params = {"preprocess": tm.TINY_PRE.model_dump(mode="json"), "serve": SERVE_PARAMS}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run([PYTHON, "bento/import_models.py", "--params", str(tmp / "params.yaml"), "--out", str(tmp / "serving.json")],
+                   env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)  # fmt: skip
+    port = free_port()
+    log = tmp / "service.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([BENTOML, "serve", "service:Covidscan", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=ROOT / "bento", env=env, stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+    served = Served(f"http://127.0.0.1:{port}", tmp, log, json.loads((tmp / "serving.json").read_text()), proc)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if served.alive():
+                return served
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop(served)
+    raise RuntimeError(f"bentoml serve not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(served: Served) -> None:
+    """Stop the server and every worker it started (by their process ids, found before stopping)."""
+    import psutil
+
+    try:
+        children = psutil.Process(served.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    served.process.terminate()
+    try:
+        served.process.wait(20)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        served.process.wait(10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        child.kill()
