@@ -52,15 +52,19 @@ def main(argv: list[str] | None = None) -> None:
     clinical = INGEST / "clinical.parquet"
     data = GateData(PROCESSED, pd.read_parquet(SPLITS), pd.read_parquet(PROCESSED / "index.parquet"), pd.read_parquet(INGEST / "manifest.parquet"),
                     pd.read_parquet(clinical) if clinical.is_file() else None)  # fmt: skip
+    from covidscan.tracking.runs import log_metrics, stage_run
+
     report: dict[str, dict] = {}
-    for name in args.models or list(params.registry.gates):
-        if latest_version(name) is None:
-            log.warning("%s: not registered; skipped", name)
-            continue
-        exp = params.registry.gates.get(name, "")
-        version, decision = gate_registered(name, None, params, data, REPORTS / exp / "model_card.html")
-        report[name] = {"version": version, "experiment": exp, **decision.as_dict()}
-        log.info("%s v%s: %s (%s)", name, version, "promoted" if decision.promote else "kept champion", decision.reason)
+    with stage_run("register", params.registry, experiment=params.run.experiment_name):
+        for name in args.models or list(params.registry.gates):
+            if latest_version(name) is None:
+                log.warning("%s: not registered; skipped", name)
+                continue
+            exp = params.registry.gates.get(name, "")
+            version, decision = gate_registered(name, None, params, data, REPORTS / exp / "model_card.html")
+            report[name] = {"version": version, "experiment": exp, **decision.as_dict()}
+            log_metrics({f"{name}/promoted": float(bool(decision.promote))})
+            log.info("%s v%s: %s (%s)", name, version, "promoted" if decision.promote else "kept champion", decision.reason)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, sort_keys=True, default=float).replace("NaN", "null") + "\n")
 

@@ -386,7 +386,8 @@ class RegistryConfig(Section):
     A new version becomes ``challenger``; it replaces ``champion`` when, on the same test set, the lower
     bound of its bootstrap CI of AUROC is at least the champion's point AUROC minus ``auroc_margin`` and
     its sensitivity at its own operating threshold is at least ``min_sensitivity``. The first version of a
-    model becomes champion when it meets the sensitivity floor. Regressors (CNNRF): the upper bound of
+    model becomes champion when it meets the sensitivity floor and the lower bound of its AUROC CI is above
+    ``first_min_auroc`` (chance). Regressors (CNNRF): the upper bound of
     the challenger's bootstrap CI of MSE at most the champion's point MSE plus ``mse_margin``.
     """
 
@@ -395,6 +396,8 @@ class RegistryConfig(Section):
     previous_alias: str = "previous-champion"  # the champion a promotion replaced (for rollback)
     auroc_margin: float = Field(0.02, ge=0, le=1)  # assumed
     min_sensitivity: float = Field(0.9, ge=0, le=1)  # assumed; seed 004 reports 0.915 on its external centre
+    # the first version becomes champion only when the lower bound of its AUROC CI is above this (chance)
+    first_min_auroc: float = Field(0.5, ge=0, le=1)  # assumed
     mse_margin: float = Field(0.005, ge=0)  # assumed; on the min-max normalised indicators
     bootstrap: int = Field(1000, ge=10)  # resamples of the gate's CIs (SPEC section 5: 1000)
     ci_level: float = Field(0.95, gt=0, lt=1)

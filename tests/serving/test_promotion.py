@@ -20,11 +20,12 @@ def _scores(y: np.ndarray, quality: float, seed: int) -> np.ndarray:
     return np.clip(quality * y + (1 - quality) * rng.random(y.size) + 0.05 * rng.standard_normal(y.size), 0, 1)
 
 
-def test_first_model_needs_only_the_sensitivity_floor():
+def test_first_model_needs_the_sensitivity_floor_and_an_auroc_above_chance():
     y = np.array([0, 1] * 30)
     good = classifier_gate(y, _scores(y, 0.9, 0), 0.5, CFG)
     assert good.promote and good.champion == {} and good.challenger["sensitivity"] >= CFG.min_sensitivity
     assert not classifier_gate(y, np.zeros(y.size), 0.5, CFG).promote  # calls nobody positive
+    assert not classifier_gate(y, np.ones(y.size), 0.5, CFG).promote  # calls everyone positive: AUROC 0.5
 
 
 @pytest.mark.parametrize(("challenger_q", "champion_q", "promote"), [(0.9, 0.3, True), (0.3, 0.9, False), (0.9, 0.9, True)])
@@ -108,7 +109,9 @@ def test_registry_keeps_the_champion_against_a_worse_challenger_and_moves_it_for
     flat = tm.constant(tm.train_xray(steps=1, seed=1))
 
     v1 = tm.register(flat, name)  # constant scores: AUROC 0.5, calls everyone positive
-    ver, d1 = gate_registered(name, None, params, data, card)
+    _, refused = gate_registered(name, None, params, data, card)
+    assert not refused.promote and "AUROC CI low" in refused.reason  # chance level is no first champion
+    ver, d1 = gate_registered(name, None, params, data, card, force=True)  # an operator's decision
     assert ver == v1 and d1.promote and str(version_by_alias(name, "champion").version) == v1
 
     v2 = tm.register(trained, name)  # better: promoted, v1 kept as previous-champion

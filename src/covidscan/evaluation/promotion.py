@@ -7,7 +7,8 @@ passes when
   ``RegistryConfig.auroc_margin`` (it is not credibly worse), and
 * its sensitivity at its own operating threshold is at least ``RegistryConfig.min_sensitivity``.
 
-Without a champion, the first model becomes champion when it meets the sensitivity floor. A regressor
+Without a champion, the first model becomes champion when it meets the sensitivity floor and its AUROC
+CI lies above chance (``first_min_auroc``). A regressor
 (CNNRF) passes when the upper bound of the bootstrap CI of its MSE is at most the champion's point MSE
 plus ``mse_margin``. :class:`GateDecision` carries every figure used, so it can be written as tags on the
 model version (:func:`covidscan.tracking.registry.record_decision`).
@@ -98,8 +99,10 @@ def classifier_gate(
     ch = _binary_figures(y, s, challenger_threshold, cfg)
     sens_ok = ch["sensitivity"] >= cfg.min_sensitivity
     if champion_scores is None:
-        reason = (f"first model: sensitivity {ch['sensitivity']:.4f} {'>=' if sens_ok else '<'} floor {cfg.min_sensitivity:.4f}")
-        return GateDecision(sens_ok, reason, "auroc", ch, {}, rule)
+        above_chance = bool(np.isfinite(ch["auroc_low"]) and ch["auroc_low"] > cfg.first_min_auroc)
+        reason = (f"first model: AUROC CI low {ch['auroc_low']:.4f} {'>' if above_chance else '<='} {cfg.first_min_auroc:.4f}; "
+                  f"sensitivity {ch['sensitivity']:.4f} {'>=' if sens_ok else '<'} floor {cfg.min_sensitivity:.4f}")  # fmt: skip
+        return GateDecision(sens_ok and above_chance, reason, "auroc", ch, {}, rule)
     cp = _binary_figures(y, np.asarray(champion_scores, dtype=float), champion_threshold, cfg)
     bar = cp["auroc"] - cfg.auroc_margin
     auroc_ok = bool(np.isfinite(ch["auroc_low"]) and ch["auroc_low"] >= bar)

@@ -74,7 +74,9 @@ def ensure_experiment(name: str) -> str:
     mlflow = _mlflow()
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
-        return mlflow.create_experiment(name, artifact_location=artifact_root())
+        # the kind tag makes the MLflow UI open on "Model training" (runs, charts), not the GenAI pages
+        tags = {"mlflow.experimentKind": "custom_model_development"}
+        return mlflow.create_experiment(name, artifact_location=artifact_root(), tags=tags)
     return exp.experiment_id
 
 
