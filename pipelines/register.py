@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> None:
                 log.warning("%s: not registered; skipped", name)
                 continue
             exp = params.registry.gates.get(name, "")
-            version, decision = gate_registered(name, None, params, data, REPORTS / exp / "model_card.html")
+            try:
+                version, decision = gate_registered(name, None, params, data, REPORTS / exp / "model_card.html")
+            except DataError as err:  # e.g. a test set with one class: no decision, the champion stays
+                log.warning("%s: no promotion decision (%s); champion unchanged", name, err)
+                report[name] = {"experiment": exp, "promote": False, "reason": f"no decision: {err}"}
+                continue
             report[name] = {"version": version, "experiment": exp, **decision.as_dict()}
             log_metrics({f"{name}/promoted": float(bool(decision.promote))})
             log.info("%s v%s: %s (%s)", name, version, "promoted" if decision.promote else "kept champion", decision.reason)
