@@ -64,7 +64,7 @@ bento-models: install  ## import the registry's champion models into BentoML (wr
 	PYTHONPATH=src $(BIN)/python bento/import_models.py
 
 serve: bento-models  ## serve the registered champion models with BentoML on 127.0.0.1:3000
-	cd bento && PYTHONPATH=$(CURDIR)/src $(BIN)/bentoml serve service:Covidscan --host $(SERVE_HOST) --port $(SERVE_PORT)
+	cd bento && PYTHONPATH=$(CURDIR)/src $(CURDIR)/$(BIN)/bentoml serve service:Covidscan --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 build/wheels/.built: pyproject.toml $(shell find src -name '*.py')
 	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w build/wheels .

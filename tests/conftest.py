@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ REALDATA = ROOT.parent / "shared" / "realdata-dev"
 
 quiet_telemetry()
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# No test may write into the developer's own MLflow store (./mlflow.db): every process the tests start
+# inherits a throw-away store unless the test names its own.
+_STORE = Path(tempfile.mkdtemp(prefix="covidscan-tests-mlflow-"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STORE / 'mlflow.db'}"
+os.environ["COVIDSCAN_ARTIFACT_ROOT"] = (_STORE / "mlartifacts").as_uri()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def first_repro(dvc_project):
     repo, env = dvc_project
-    proc = run(["dvc", "repro"], repo, env)
+    # forced: other modules of this session may already have run the data stages in the shared project
+    proc = run(["dvc", "repro", "--force"], repo, env)
     return repo, env, proc
 
 
