@@ -332,6 +332,7 @@ def evaluate_experiment(params: Params, name: str, models_dir: Path, metrics_dir
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True)
+    parser.add_argument("--stage", default=None, help="DVC stage name for the MLflow run (default: evaluate@<experiment>)")
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--profile", default=None)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.evaluation.report import flatten_metrics
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-    with stage_run(f"evaluate@{args.experiment}", params.evaluate, experiment=params.run.experiment_name):
+    with stage_run(args.stage or f"evaluate@{args.experiment}", params.evaluate, experiment=params.run.experiment_name):
         out = evaluate_experiment(params, args.experiment, args.models_dir, args.metrics_dir, args.reports_dir, args.max_gradcam)
         flat = {k: float(v) for k, v in flatten_metrics(out["metrics"]).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         log_metrics({k.replace("+", "_"): v for k, v in flat.items()})
