@@ -60,19 +60,6 @@ def _reads_for(records: pd.DataFrame, reads: pd.DataFrame) -> dict[str, np.ndarr
     return out
 
 
-def _breakdown(records: pd.DataFrame, scores: np.ndarray, threshold: float, column: str) -> list[dict[str, Any]]:
-    from covidscan.evaluation.curves import auroc_exact
-    from covidscan.evaluation.metrics import indices_at_threshold
-
-    rows = []
-    for value, idx in records.groupby(column).indices.items():
-        t, s = records["y"].to_numpy()[idx], scores[idx]
-        row = {column: str(value), **indices_at_threshold(t, s, threshold)}
-        row["auroc"] = auroc_exact(t, s) if 0 < t.sum() < t.size else float("nan")
-        rows.append(row)
-    return rows
-
-
 def _shortcut(records: pd.DataFrame, features: np.ndarray, cfg: EvaluateConfig, seed: int, disease_auroc: float | None) -> list[dict[str, Any]]:
     """Source/centre predictability from the images (thumbnails, histograms) and from the model's features."""
     from covidscan.explain.shortcut import histogram_features, pixel_features, shortcut_table
@@ -183,8 +170,10 @@ def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, para
     metrics["thresholds"] = {f"{row['threshold']:.2f}": {k: row[k] for k in ("sensitivity", "specificity", "f1")} for row in result["thresholds_table"]}
     tables = dict(result["card"]["tables"])
     figures = dict(result["figures"])
-    per_source = _breakdown(records, scores, threshold, "source")
-    per_centre = _breakdown(records, scores, threshold, "centre")
+    from covidscan.evaluation.external import breakdown
+
+    per_source = breakdown(records, scores, threshold, "source")
+    per_centre = breakdown(records, scores, threshold, "centre")
     tables["Per source"] = per_source
     tables["Per centre"] = per_centre
     metrics["per_source"] = {r["source"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_source}

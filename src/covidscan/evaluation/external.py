@@ -43,7 +43,8 @@ def parse_source(text: str, name: str = "external") -> SourceSpec:
         raise ConfigError(f"--source {text!r}: {err.errors()[0]['msg']}") from None
 
 
-def _breakdown(records: pd.DataFrame, scores: np.ndarray, threshold: float, column: str) -> list[dict[str, Any]]:
+def breakdown(records: pd.DataFrame, scores: np.ndarray, threshold: float, column: str) -> list[dict[str, Any]]:
+    """Indices at ``threshold`` and AUROC per value of ``column`` (per source, per centre); NaN AUROC for one class."""
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.evaluation.metrics import indices_at_threshold
 
@@ -118,8 +119,8 @@ def evaluate_external(
         curve = grid_curve(y, scores, params.evaluate.threshold_step)
         write_curve_csv(curve, "roc", out / "roc.csv")
         write_curve_csv(curve, "pr", out / "pr.csv")
-    per_source = _breakdown(records, scores, float(card.threshold), "source")
-    per_centre = _breakdown(records, scores, float(card.threshold), "centre")
+    per_source = breakdown(records, scores, float(card.threshold), "source")
+    per_centre = breakdown(records, scores, float(card.threshold), "centre")
     metrics = dict(result["metrics"])
     metrics["per_source"] = {r["source"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_source}
     metrics["per_centre"] = {r["centre"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_centre}
