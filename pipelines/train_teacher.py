@@ -1,9 +1,10 @@
-"""DVC stage `train_teacher`: one teacher (TS1..TS4) x one cross-validation fold, for both 2D tasks.
+"""DVC stage `train_teacher@<TS>`: one teacher (TS1..TS4), every cross-validation fold, both 2D tasks.
 
-    python -m pipelines.train_teacher --teacher TS1 --fold 0
+    python -m pipelines.train_teacher --teacher TS1 [--fold 0 ...]
 
-For each task (``xray``: XMDS train-val, ``ct``: CTMDS train-val CT stacks; three classes, influenza
-left out, see pipelines.training_inputs) the teacher trains on folds != k and validates on fold k
+One process per teacher trains its folds one after the other (a process per fold cost ~7 s of
+start-up each, 20 times per repro). For each fold k and task (``xray``: XMDS train-val, ``ct``: CTMDS
+train-val CT stacks; the task's classes, see covidscan.training.tasks) the teacher trains on folds != k and validates on fold k
 (the Control Gate Block opens on that validation). Writes ``models/teachers/<task>/<TS>-f<k>.pt``
 (zoo.save_model) and ``models/teachers/<task>/<TS>-f<k>.oof.parquet`` (the fold's out-of-fold
 probabilities). A fold index >= ``splits.n_folds`` (or a task without data) writes empty marker
@@ -24,7 +25,12 @@ from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.train_teacher")
 
-OOF_COLUMNS = ["record_id", "task", "teacher", "fold", "label", "y", *[f"p_{c}" for c in ti.CLASSES]]
+MAX_FOLDS = 5  # dvc.yaml declares the outputs of folds 0-4 (the paper's 5-fold CV); unconfigured folds write markers
+
+
+def oof_columns(task: str) -> list[str]:
+    """The out-of-fold table's columns for a task (one probability column per class of the task)."""
+    return ["record_id", "task", "teacher", "fold", "label", "y", *[f"p_{c}" for c in ti.task_classes(task)]]
 
 
 def out_paths(task: str, teacher: str, fold: int, root: Path = ti.TEACHERS_DIR) -> tuple[Path, Path]:
@@ -37,13 +43,13 @@ def write_marker(task: str, teacher: str, fold: int, why: str) -> None:
     model_path, oof_path = out_paths(task, teacher, fold)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     model_path.write_bytes(b"")
-    pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("p_") else "object") for c in OOF_COLUMNS}).to_parquet(oof_path, index=False)
+    pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("p_") else "object") for c in oof_columns(task)}).to_parquet(oof_path, index=False)
     log.warning("%s %s fold %d: %s (wrote empty marker outputs)", task, teacher, fold, why)
 
 
 def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -> dict[str, float]:
     """Train one teacher fold model on a task; returns its summary metrics."""
-    from covidscan.models.zoo import build_model, save_model
+    from covidscan.models.zoo import save_model
     from covidscan.preprocess.augment import Augment2D
     from covidscan.training.loop import train
 
@@ -55,11 +61,8 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
     aug = ti.seeded(Augment2D(pre, seed=params.run.seed))
     train_set = ti.image_dataset(train_rows, "image_path", train_rows["y"].tolist(), aug)
     val_set = ti.image_dataset(val_rows, "image_path", val_rows["y"].tolist())
-    model = build_model(
-        teacher, params.models, input_size=ti.input_size(task, pre), num_classes=len(ti.CLASSES),
-        in_channels=ti.in_channels(task, pre.ct_slices), class_labels=ti.CLASSES, kind=ti.TASKS[task]["card_kind"],
-    )  # fmt: skip
-    logger = ti.EpochLogger(prefix=f"{task}/")
+    model = ti.build_classifier(teacher, params.models, task, pre)
+    logger = ti.EpochLogger(prefix=f"{task}/f{fold}/")
     result = train(
         model, train_set, val_set, optim=params.train.classifier, run=params.run, class_weights=params.train.class_weights,
         keep=params.train.keep, lambda_aux=params.models.cnncf.lambda_aux, positive_index=ti.POSITIVE,
@@ -72,11 +75,11 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
     probs = ti.predict(model, val_set)
     oof = pd.DataFrame({"record_id": val_rows["record_id"].values, "task": task, "teacher": teacher, "fold": fold,
                         "label": val_rows["label"].values, "y": val_rows["y"].values})  # fmt: skip
-    for i, c in enumerate(ti.CLASSES):
+    for i, c in enumerate(ti.task_classes(task)):
         oof[f"p_{c}"] = probs[:, i]
     model_path, oof_path = out_paths(task, teacher, fold)
     save_model(model, model_path, extra={"history": result.history, "gate_opened": result.gate_opened, "fold": fold})
-    oof[OOF_COLUMNS].to_parquet(oof_path, index=False)
+    oof[oof_columns(task)].to_parquet(oof_path, index=False)
     ti.log_loss_curve({f"{teacher}-f{fold}": result.history}, f"figures/{task}_loss.png")
     fold_auroc = ti.binary_auroc((oof["y"] == ti.POSITIVE).to_numpy(), oof[f"p_{ti.CLASSES[ti.POSITIVE]}"].to_numpy())
     summary = {"fold_auroc": fold_auroc, "gate_opened": float(bool(result.gate_opened)), "n_train": len(train_rows), "n_val": len(val_rows)}
@@ -87,7 +90,8 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True)
-    parser.add_argument("--fold", type=int, required=True)
+    parser.add_argument("--fold", type=int, action="append", default=None,
+                        help="train only this fold (repeatable); default: every fold 0-4, unconfigured ones write markers")
     args = parser.parse_args(argv)
 
     from covidscan.config import load_params
@@ -98,19 +102,21 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"--teacher {args.teacher}: not among models.teacher_archs {sorted(params.models.teacher_archs)}")
     from covidscan.tracking.runs import log_metrics, stage_run
 
-    stage = f"train_teacher@{args.teacher}-{args.fold}"
-    with stage_run(stage, params.train, experiment=params.run.experiment_name, tags={"teacher": args.teacher, "fold": str(args.fold)}):
-        if args.fold >= params.splits.n_folds or args.fold < 0:
+    folds = args.fold if args.fold is not None else list(range(MAX_FOLDS))
+    index = splits = None
+    with stage_run(f"train_teacher@{args.teacher}", params.train, experiment=params.run.experiment_name, tags={"teacher": args.teacher}):
+        for fold in folds:
+            if fold >= params.splits.n_folds or fold < 0:
+                for task in ti.TASKS:
+                    write_marker(task, args.teacher, fold, "fold not configured")
+                log.info("fold not configured: --fold %d with splits.n_folds=%d", fold, params.splits.n_folds)
+                continue
+            if index is None:
+                index, splits = ti.load_tables()
             for task in ti.TASKS:
-                write_marker(task, args.teacher, args.fold, "fold not configured")
-            log.info("fold not configured: --fold %d with splits.n_folds=%d", args.fold, params.splits.n_folds)
-            log_metrics({"fold_configured": 0.0})
-            return
-        index, splits = ti.load_tables()
-        for task in ti.TASKS:
-            summary = train_task(task, args.teacher, args.fold, ti.task_rows(index, splits, task), params)
-            log_metrics({f"{task}/{k}": v for k, v in summary.items()})
-        log_metrics({"fold_configured": 1.0})
+                summary = train_task(task, args.teacher, fold, ti.task_rows(index, splits, task), params)
+                log_metrics({f"{task}/f{fold}/{k}": v for k, v in summary.items()})
+        log_metrics({"folds_configured": float(sum(0 <= f < params.splits.n_folds for f in folds))})
         ti.log_peak_rss()
 
 

@@ -8,9 +8,16 @@ Tasks (seed 000):
 - ``ct``: the mixed CT set CTMDS (CTPDS + CTHDS), input ``ct_stack`` (uint8 ``ct_slices`` channels,
   /255; CNNCF's 1x1 groups=3 front maps them to 3 channels).
 
-Classes are ``normal, pneumonia, covid19`` (in that order; covid19 is the positive class for the
-gate's sensitivity, the validation AUROC and the operating threshold). Influenza records are left out
-of teacher and student training (the paper's classifier has three classes).
+Classes per task (``TASKS[task]["classes"]``, in output order; covid19 is index 2 in both, the positive
+class for the gate's sensitivity, the validation AUROC and the operating threshold):
+
+- ``xray``: ``normal, pneumonia, covid19`` (the paper's three classes; the few hospital influenza
+  X-rays are left out, no X-ray experiment uses them);
+- ``ct``: ``normal, pneumonia, covid19, influenza``. Liang et al. 2020 train on the train-val part of each
+  sub-dataset, and CTHDS holds influenza: experiment C (covid19 vs influenza) needs a model that has
+  seen influenza, so the CT networks learn it as a fourth class rather than scoring influenza with a
+  model that never saw it. Experiments renormalise over their own classes
+  (:func:`covidscan.evaluation.experiment.class_scores`).
 """
 
 from __future__ import annotations
@@ -28,12 +35,19 @@ from covidscan.errors import DataError
 PROCESSED = Path("data/processed")
 SPLITS = Path("data/splits/splits.parquet")
 
-CLASSES: tuple[str, ...] = ("normal", "pneumonia", "covid19")
+CLASSES: tuple[str, ...] = ("normal", "pneumonia", "covid19")  # the X-ray task's (the paper's three)
 POSITIVE = CLASSES.index("covid19")
-TASKS: dict[str, dict[str, str]] = {
-    "xray": {"subset": "XMDS", "input_kind": "xray", "card_kind": "image2d"},
-    "ct": {"subset": "CTMDS", "input_kind": "ct_stack", "card_kind": "ct_stack"},
+TASKS: dict[str, dict[str, object]] = {
+    "xray": {"subset": "XMDS", "input_kind": "xray", "card_kind": "image2d", "classes": CLASSES},
+    "ct": {"subset": "CTMDS", "input_kind": "ct_stack", "card_kind": "ct_stack", "classes": (*CLASSES, "influenza")},
 }
+
+
+def task_classes(task: str) -> tuple[str, ...]:
+    """The output classes of a task's networks, in order (covid19 is always index :data:`POSITIVE`)."""
+    classes = tuple(TASKS[task]["classes"])  # type: ignore[arg-type]
+    assert classes.index("covid19") == POSITIVE
+    return classes
 
 
 def load_tables(processed: Path = PROCESSED, splits: Path = SPLITS) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,11 +66,12 @@ def subset_rows(index: pd.DataFrame, splits: pd.DataFrame, subset: str, part: st
 
 
 def task_rows(index: pd.DataFrame, splits: pd.DataFrame, task: str, part: str = "trainval") -> pd.DataFrame:
-    """The train-val (or test) records of a 2D-framework task, three classes, with ``y`` (class index)."""
+    """The train-val (or test) records of a 2D-framework task (its classes only), with ``y`` (class index)."""
     spec = TASKS[task]
-    rows = subset_rows(index, splits, spec["subset"], part)
-    rows = rows[(rows["input_kind"] == spec["input_kind"]) & rows["label"].isin(CLASSES)].copy()
-    rows["y"] = rows["label"].map(CLASSES.index).astype(int)
+    classes = task_classes(task)
+    rows = subset_rows(index, splits, str(spec["subset"]), part)
+    rows = rows[(rows["input_kind"] == spec["input_kind"]) & rows["label"].isin(classes)].copy()
+    rows["y"] = rows["label"].map(classes.index).astype(int)
     return rows.reset_index(drop=True)
 
 
@@ -90,7 +105,7 @@ def image_dataset(
 
 
 def build_classifier(name: str, models: Any, task: str, pre: Any) -> torch.nn.Module:
-    """A three-class 2D-framework network (``student`` or a teacher) for ``task`` at the preprocessed size.
+    """A 2D-framework network (``student`` or a teacher) for ``task`` (its classes) at the preprocessed size.
 
     Raises:
         ModelConfigError: the configuration cannot work at this input size.
@@ -98,8 +113,8 @@ def build_classifier(name: str, models: Any, task: str, pre: Any) -> torch.nn.Mo
     from covidscan.models.zoo import build_model
 
     return build_model(
-        name, models, input_size=input_size(task, pre), num_classes=len(CLASSES), in_channels=in_channels(task, pre.ct_slices),
-        class_labels=CLASSES, kind=TASKS[task]["card_kind"],
+        name, models, input_size=input_size(task, pre), num_classes=len(task_classes(task)), in_channels=in_channels(task, pre.ct_slices),
+        class_labels=task_classes(task), kind=str(TASKS[task]["card_kind"]),
     )  # fmt: skip
 
 

@@ -138,7 +138,7 @@ def plan_dataset(config: SynthConfig, identity: IdentityFn = fake_identity) -> D
             if paper <= 0:
                 continue
             clinical = label in source.clinical_classes
-            n = scale.cases(paper, source.modality, clinical=clinical)
+            n = scale.cases(paper, source.modality, clinical=clinical, source=source.key, label=label)
             patients: list[tuple[int, dict[str, str]]] = []
             for i in range(n):
                 key = hashlib.sha256(f"{seed}|{source.key}|{source.modality}|{label}|{i}".encode()).hexdigest()[:16]
