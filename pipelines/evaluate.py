@@ -75,20 +75,21 @@ def _shortcut(records: pd.DataFrame, features: np.ndarray, cfg: EvaluateConfig, 
 
 
 def _expert_centres(row: pd.Series, boxes: pd.DataFrame, dims: int, pre) -> np.ndarray:
-    """Adjudicated box centres normalised to the model input: (x, y) for 2D, (z, y, x) for a volume."""
+    """Adjudicated box centres normalised to the model input: (x, y) for 2D, (z, y, x) for a volume.
+
+    A box's slice goes through :func:`covidscan.preprocess.ct.volume_slice_index`, the z mapping of the
+    volume preprocessing itself (5 mm resampling, then crop/pad to ``volume_slices``).
+    """
     from covidscan.explain.centres import box_centres
 
     b = boxes[["x0", "y0", "x1", "y1"]].to_numpy(float)
     xy = box_centres(b, (int(row["rows"]), int(row["cols"])))  # resizing keeps normalised centres
     if dims == 2:
         return xy
-    n = max(int(row["n_slices"]), 1)
-    spacing = float(row["spacing_slice"])
-    n_out = max(1, int(round(n * spacing / pre.volume_thickness_mm))) if np.isfinite(spacing) and spacing > 0 else n
-    z = (boxes["slice_index"].to_numpy(float) + 0.5) * n_out / n - 0.5
-    v = pre.volume_slices
-    z = z - (n_out - v) // 2 if n_out > v else z + (v - n_out) // 2
-    return np.stack([z / v, xy[:, 1], xy[:, 0]], axis=1)
+    from covidscan.preprocess.ct import volume_slice_index
+
+    z = volume_slice_index(boxes["slice_index"].to_numpy(float), int(row["n_slices"]), float(row["spacing_slice"]), pre)
+    return np.stack([z / pre.volume_slices, xy[:, 1], xy[:, 0]], axis=1)
 
 
 def _grad_cams(model, records: pd.DataFrame, annotations: pd.DataFrame, params: Params, out_dir: Path, max_cases: int | None) -> tuple[dict[str, Path], dict[str, Any]]:
