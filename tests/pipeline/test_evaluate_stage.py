@@ -43,7 +43,9 @@ def test_outputs_exist_and_metrics_parse(evaluated, experiment):
     assert (out / "model_card.html").is_file()
     if experiment == "CA":
         assert metrics["n_cases"] >= 1
-        assert {"regression.overall.mse", "regression.overall.rmse", "regression.overall.mae", "significance.r_critical"} <= set(metrics)
+        assert {"regression.pooled.mse", "regression.pooled.rmse", "regression.pooled.mae", "significance.pooled.n", "significance.crp.significant"} <= set(metrics)
+        assert metrics["significance.crp.n"] == metrics["n_cases"] and metrics["significance.pooled.n"] == 5 * metrics["n_cases"]
+        assert metrics["significance.pooled.pooled"] is True and metrics["target_range.crp.max"] == 80.0
         assert metrics["generator_stated_r.crp"] == pytest.approx(0.85, abs=0.2)
         return
     assert 0.0 <= metrics["threshold"] <= 1.0 and metrics["n"] >= 1
