@@ -200,9 +200,9 @@ def test_volume_slice_index_is_where_a_marked_slice_lands(n_source, spacing, vol
         profile = ct_volume(hu, spacing, cfg).astype(float).mean((1, 2)) - air
         mapped = float(volume_slice_index(s, n_source, spacing, cfg))
         if profile.sum() < 1e-3:  # fell between two output slices of a downsampling, or cropped away
-            assert mapped < 0.5 or mapped > volume_slices - 1.5 or thickness_slices(n_source, spacing, 5.0) < n_source
+            assert thickness_slices(n_source, spacing, 5.0) < n_source or not -0.5 < mapped < volume_slices - 0.5
             continue
-        if profile[0] > 1e-3 or profile[-1] > 1e-3:  # cut by the crop: no centroid
+        if profile[0] > 1e-3 or profile[-1] > 1e-3:  # may be cut by the crop: no reliable centroid
             continue
         landed = float((profile * np.arange(volume_slices)).sum() / profile.sum())
         assert abs(mapped - landed) <= 0.5, f"source slice {s}: mapped to {mapped:.2f}, the marker landed at {landed:.2f}"

@@ -15,6 +15,8 @@ normal, with the slice spacing from the manifest.
 
 In both, every slice is windowed and resized in plane first, then the stack is resampled along z
 (both steps are linear, so the order only changes rounding, and it keeps memory at the output size).
+:func:`volume_slice_index` says where a source slice lands in the volume (e.g. an expert box's slice),
+computed from the same :func:`thickness_slices` and :func:`crop_or_pad_start` the volume uses.
 """
 
 from __future__ import annotations
