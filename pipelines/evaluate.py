@@ -12,7 +12,8 @@ Classifiers (experiments A, B, C, S ...): indices at the model's operating thres
 ROC/PR, readers and McNemar, calibration, per-source/per-centre breakdowns, seed 004's subsets and
 thresholds table, per-volume time, the source-shortcut probe, Grad-CAM overlays and DBSCAN centres vs the
 adjudicated expert boxes. Three-class experiments (R-*): one-vs-rest + macro. A ``cnnrf`` model: the
-regression indices of the five clinical indicators.
+regression indices of the five clinical indicators (normalised with the model card's training range),
+each indicator's r against the critical r for n = test cases, and the pooled r labelled ``pooled``.
 """
 
 from __future__ import annotations
@@ -75,20 +76,21 @@ def _shortcut(records: pd.DataFrame, features: np.ndarray, cfg: EvaluateConfig, 
 
 
 def _expert_centres(row: pd.Series, boxes: pd.DataFrame, dims: int, pre) -> np.ndarray:
-    """Adjudicated box centres normalised to the model input: (x, y) for 2D, (z, y, x) for a volume."""
+    """Adjudicated box centres normalised to the model input: (x, y) for 2D, (z, y, x) for a volume.
+
+    A box's slice goes through :func:`covidscan.preprocess.ct.volume_slice_index`, the z mapping of the
+    volume preprocessing itself (5 mm resampling, then crop/pad to ``volume_slices``).
+    """
     from covidscan.explain.centres import box_centres
 
     b = boxes[["x0", "y0", "x1", "y1"]].to_numpy(float)
     xy = box_centres(b, (int(row["rows"]), int(row["cols"])))  # resizing keeps normalised centres
     if dims == 2:
         return xy
-    n = max(int(row["n_slices"]), 1)
-    spacing = float(row["spacing_slice"])
-    n_out = max(1, int(round(n * spacing / pre.volume_thickness_mm))) if np.isfinite(spacing) and spacing > 0 else n
-    z = (boxes["slice_index"].to_numpy(float) + 0.5) * n_out / n - 0.5
-    v = pre.volume_slices
-    z = z - (n_out - v) // 2 if n_out > v else z + (v - n_out) // 2
-    return np.stack([z / v, xy[:, 1], xy[:, 0]], axis=1)
+    from covidscan.preprocess.ct import volume_slice_index
+
+    z = volume_slice_index(boxes["slice_index"].to_numpy(float), int(row["n_slices"]), float(row["spacing_slice"]), pre)
+    return np.stack([z / pre.volume_slices, xy[:, 1], xy[:, 0]], axis=1)
 
 
 def _grad_cams(model, records: pd.DataFrame, annotations: pd.DataFrame, params: Params, out_dir: Path, max_cases: int | None) -> tuple[dict[str, Path], dict[str, Any]]:
@@ -206,43 +208,36 @@ def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, para
     return {"metrics": metrics, "tables": tables, "figures": figures, "card_metrics": card_metrics, "shortcut": shortcut, "records": records}
 
 
-def _clinical_range(payload_extra: dict[str, Any], names: list[str], clinical: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The training part's min/max of the indicators from the checkpoint's extra (else the table's)."""
-    for lo_key, hi_key in (("clinical_min", "clinical_max"), ("indicator_min", "indicator_max"), ("min", "max")):
-        lo, hi = payload_extra.get(lo_key), payload_extra.get(hi_key)
-        if lo is not None and hi is not None:
-            lo = [lo[n] for n in names] if isinstance(lo, dict) else lo
-            hi = [hi[n] for n in names] if isinstance(hi, dict) else hi
-            return np.asarray(lo, float), np.asarray(hi, float)
-    log.warning("the cnnrf checkpoint has no indicator min/max; normalising with the whole clinical table's range")
-    return clinical[names].min().to_numpy(float), clinical[names].max().to_numpy(float)
-
-
 def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: Params, out_dir: Path) -> dict[str, Any]:
-    """CNNRF: MSE, RMSE, MAE, R^2 and Pearson r overall and per indicator; r vs the critical value."""
+    """CNNRF: MSE, RMSE, MAE, R^2 and Pearson r per indicator and pooled; each r vs the critical value.
+
+    The reference indicators are normalised with the model's own target range (its card's
+    ``target_range``: the training part's min/max); a model without one is refused
+    (:class:`covidscan.models.card.MissingTargetRange` naming ``model_path``). Significance
+    (:func:`covidscan.evaluation.regression.indicator_significance`): per indicator with n = test cases;
+    the pooled r (all indicators flattened, n = cases x indicators) separately, under ``pooled``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     from covidscan.evaluation.experiment import run_model
-    from covidscan.evaluation.regression import correlation_significance, regression_report
+    from covidscan.evaluation.regression import POOLED, indicator_significance, regression_report
 
+    target_range = model.card.require_target_range(str(model_path))
     names = list(model.card.class_labels)
     clinical = _read(INGEST / "clinical.parquet")
     records = records[records["record_id"].isin(clinical["record_id"])].reset_index(drop=True)
     if records.empty:
         raise DataError("no test record of the experiment has clinical indicators")
-    extra = torch.load(model_path, map_location="cpu", weights_only=True).get("extra", {})
-    lo, hi = _clinical_range(extra, names, clinical)
-    truth = clinical.set_index("record_id").loc[records["record_id"], names].to_numpy(float)
-    truth = (truth - lo) / np.where(hi > lo, hi - lo, 1.0)
+    truth = target_range.normalise(clinical.set_index("record_id").loc[records["record_id"], names].to_numpy(float))
     outs = run_model(model, records, PROCESSED, params.preprocess)
     report = regression_report(truth, outs.outputs, names)
-    n = truth.size
-    metrics: dict[str, Any] = {"n_cases": len(records), "regression": report}
-    metrics["significance"] = correlation_significance(report["overall"]["r"], n, params.evaluate.critical_alpha)
+    significance = indicator_significance(report, params.evaluate.critical_alpha)
+    metrics: dict[str, Any] = {"n_cases": len(records), "regression": report, "significance": significance,
+                               "n_significant_indicators": sum(bool(significance[k]["significant"]) for k in names),
+                               "target_range": {n: {"min": lo, "max": hi} for n, lo, hi in zip(target_range.names, target_range.low, target_range.high)}}  # fmt: skip
     if GROUND_TRUTH.is_file():
         gt = json.loads(GROUND_TRUTH.read_text()).get("clinical", {})
         metrics["generator_stated_r"] = {k: float(v) for k, v in (gt.get("stated_correlation") or {}).items()}
@@ -250,7 +245,7 @@ def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: P
     for j, name in enumerate(names):
         ax.scatter(truth[:, j], outs.outputs[:, j], s=12, label=name)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set_xlabel("reference (min-max normalised)")
+    ax.set_xlabel("reference (min-max normalised with the training range)")
     ax.set_ylabel("prediction")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -258,9 +253,16 @@ def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: P
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    rows = [{"indicator": k, **v} for k, v in report.items()]
-    return {"metrics": metrics, "tables": {"Regression indices": rows, "Correlation vs the critical r": [metrics["significance"]]},
-            "figures": {"Predicted vs reference indicators": path}, "card_metrics": {}, "shortcut": None, "records": records}
+    pooled_label = f"pooled ({len(names)} indicators flattened)"
+    rows = [{"indicator": k, **v} for k, v in report.items() if k != POOLED] + [{"indicator": pooled_label, **report[POOLED]}]
+    columns = ["r", "n", "r_critical", "ratio", "p_value", "significant"] + (["note"] if any("note" in v for v in significance.values()) else [])
+    sig_rows = [{"indicator": k if k != POOLED else f"{pooled_label}, n = cases x indicators", **{c: v.get(c) for c in columns}} for k, v in significance.items()]
+    tables = {
+        "Regression indices": rows,
+        f"Correlation vs the critical r (alpha {params.evaluate.critical_alpha:g}; per indicator n = {len(records)} cases)": sig_rows,
+        "Target range (training part, the model's normalisation)": target_range.rows(),
+    }
+    return {"metrics": metrics, "tables": tables, "figures": {"Predicted vs reference indicators": path}, "card_metrics": {}, "shortcut": None, "records": records}
 
 
 # ------------------------------------------------------------------------------------- stage

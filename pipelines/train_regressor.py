@@ -5,8 +5,10 @@
 Samples are the lesion crops (``data/processed/lesion_crop``, one file of crops per record) of the
 CADS train-val part; each crop's target is its record's five indicators (clinical.parquet: wbc,
 neutrophil_pct, lymphocyte_pct, procalcitonin, crp), min-max normalised on the training records (the
-min and max are stored with the model: ``extra["target_min"/"target_max"]`` of ``models/cnnrf.pt``;
-a case's prediction is the mean over its crops, de-normalised with them). Loss MSE, optimiser per
+min and max travel with the model as its card's ``target_range``, a
+:class:`covidscan.models.card.TargetRange`, in ``models/cnnrf.pt`` and the registered version; a
+case's prediction is the mean over its crops, de-normalised with them by evaluation and serving; the
+validation records are not part of the range). Loss MSE, optimiser per
 ``train.regressor``. Records of ``--val-fold`` are held out for the validation loss (all records train
 when that leaves nothing to train on). Registers ``covidscan-cnnrf``.
 """
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from covidscan.config import load_params
     from covidscan.errors import DataError
+    from covidscan.models.card import TargetRange
     from covidscan.models.cnnrf import CLINICAL_INDICATORS
     from covidscan.models.zoo import build_model, save_model
     from covidscan.tracking.registry import log_model
@@ -65,18 +68,18 @@ def main(argv: list[str] | None = None) -> None:
     train_rows, val_rows = rows[rows["fold"] != args.val_fold], rows[rows["fold"] == args.val_fold]
     if train_rows.empty:
         train_rows, val_rows = rows, rows.iloc[:0]
-    lo = clinical.loc[train_rows["record_id"]].min()
-    hi = clinical.loc[train_rows["record_id"]].max()
-    normalised = (clinical - lo) / (hi - lo).replace(0.0, 1.0)
+    target_range = TargetRange(tuple(indicators), tuple(clinical.loc[train_rows["record_id"]].min()), tuple(clinical.loc[train_rows["record_id"]].max()))
+    normalised = pd.DataFrame(target_range.normalise(clinical.to_numpy(float)), index=clinical.index, columns=indicators)
     train_set = ti.CropDataset(crop_items(train_rows, normalised))
     val_set = ti.CropDataset(crop_items(val_rows, normalised)) if not val_rows.empty else None
     data_version = ti.manifest_digest()
     with stage_run("train_regressor", params.train.regressor, experiment=params.run.experiment_name, tags={"data_version": data_version}):
-        model = build_model("cnnrf", params.models, input_size=params.preprocess.crop_size, num_classes=len(indicators), kind="lesion_crop")
+        model = build_model("cnnrf", params.models, input_size=params.preprocess.crop_size, num_classes=len(indicators), kind="lesion_crop",
+                            class_labels=indicators, target_range=target_range)  # fmt: skip
         logger = ti.EpochLogger()
         result = train(model, train_set, val_set, optim=params.train.regressor, run=params.run, task="regression", keep=params.train.keep if val_set is not None else "last", callback=logger)
         model.load_state_dict(result.state_dict)
-        extra = {"target_min": lo.tolist(), "target_max": hi.tolist(), "indicators": indicators, "n_train_records": len(train_rows), "history": result.history}
+        extra = {"indicators": indicators, "n_train_records": len(train_rows), "history": result.history}
         save_model(model, OUT, extra=extra)
         ti.log_loss_curve({"CNNRF": result.history}, "figures/loss.png")
         if val_set is not None:
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         log_metrics({"n_train_crops": len(train_set), "n_val_crops": len(val_set) if val_set is not None else 0})
         log_model(
             model, "cnnrf", ti.example_batch(train_set, 1), registered_name="covidscan-cnnrf", data_version=data_version,
-            checkpoint={"state_dict": model.state_dict(), "config": model.card.build, "target_min": lo.tolist(), "target_max": hi.tolist()},
+            checkpoint={"state_dict": model.state_dict(), "config": model.card.build},  # the config carries the target range
         )  # fmt: skip
         ti.log_peak_rss()
     log.info("CNNRF: %d training crops from %d records -> %s", len(train_set), len(train_rows), OUT)

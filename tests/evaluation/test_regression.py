@@ -11,6 +11,7 @@ from covidscan.errors import DataError
 from covidscan.evaluation.regression import (
     correlation_significance,
     critical_r,
+    indicator_significance,
     pearson_r,
     regression_indices,
     regression_report,
@@ -29,7 +30,7 @@ def _pairs(seed: int, shape=(20, 5)) -> tuple[np.ndarray, np.ndarray]:
 def test_indices_equal_sklearn_and_scipy(seed: int) -> None:
     t, p = _pairs(seed)
     rep = regression_report(t, p, INDICATORS)
-    o = rep["overall"]
+    o = rep["pooled"]
     assert o["mse"] == pytest.approx(mean_squared_error(t, p))
     assert o["rmse"] == pytest.approx(np.sqrt(mean_squared_error(t, p)))
     assert o["mae"] == pytest.approx(mean_absolute_error(t, p))
@@ -77,3 +78,33 @@ def test_paper_ratio_and_p_value_match_pearsonr() -> None:
     assert not correlation_significance(0.3, 22)["significant"]
     with pytest.raises(DataError):
         critical_r(2)
+
+
+def test_significance_is_per_indicator_with_n_cases_and_the_pooled_r_apart() -> None:
+    """The paper's critical r 0.6524 (alpha 0.001, 20 df) comes from 22 cases per indicator, not 22 x 5 pairs."""
+    rng = np.random.default_rng(5)
+    t = rng.uniform(size=(22, 5))
+    p = t.copy()
+    p[:, 0] = t[:, 0] + rng.normal(0, 0.02, 22)  # r ~ 1: significant
+    p[:, 1] = rng.uniform(size=22)  # unrelated: not significant
+    rep = regression_report(t, p, INDICATORS)
+    sig = indicator_significance(rep, 0.001)
+    assert list(sig) == [*INDICATORS, "pooled"]
+    for name in INDICATORS:
+        assert sig[name]["n"] == 22 and sig[name]["r_critical"] == pytest.approx(0.6524, abs=5e-5)
+        assert sig[name]["r"] == pytest.approx(stats.pearsonr(t[:, INDICATORS.index(name)], p[:, INDICATORS.index(name)])[0])
+        assert sig[name]["significant"] == (abs(sig[name]["r"]) > 0.6524)
+        assert "pooled" not in sig[name]
+    assert sig["wbc"]["significant"] and not sig["neutrophil_pct"]["significant"]
+    pooled = sig["pooled"]
+    assert pooled["pooled"] is True and pooled["n"] == 110 and pooled["r"] == pytest.approx(rep["pooled"]["r"])
+    assert pooled["r_critical"] == pytest.approx(critical_r(110, 0.001)) and pooled["r_critical"] < 0.35
+
+
+def test_significance_with_too_few_cases_says_why() -> None:
+    t, p = _pairs(0, shape=(2, 5))
+    sig = indicator_significance(regression_report(t, p, INDICATORS), 0.001)
+    assert not sig["wbc"]["significant"] and np.isnan(sig["wbc"]["r_critical"]) and "more than 2" in sig["wbc"]["note"]
+    assert sig["pooled"]["n"] == 10 and np.isfinite(sig["pooled"]["r_critical"])
+    with pytest.raises(DataError, match="pooled"):
+        regression_report(t[:, :1], p[:, :1], ["pooled"])

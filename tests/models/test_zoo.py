@@ -3,6 +3,7 @@ torch.export round trips with identical outputs, the summary and the `covidscan 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from covidscan.cli import app
 from covidscan.config import ModelsConfig, PreprocessConfig
 from covidscan.errors import DataError, ModelConfigError
-from covidscan.models.card import InputSpec
+from covidscan.models.card import InputSpec, MissingTargetRange, TargetRange
 from covidscan.models.cnncf import CNNCF
 from covidscan.models.zoo import build_model, export_model, load_exported, load_model, model_names, save_model, summary_rows
 
@@ -120,6 +121,26 @@ def test_save_load_round_trip_identical(name, small_cfg, tmp_path):
         assert loaded.update_gate(0.99) is True
     payload = torch.load(path, weights_only=True)
     assert payload["extra"] == {"note": "test"} and payload["build"]["name"] == name
+
+
+def test_the_target_range_travels_with_a_regressor(small_cfg, tmp_path):
+    names = ("wbc", "neutrophil_pct", "lymphocyte_pct", "procalcitonin", "crp")
+    rng = TargetRange(names, (1.0, 40.0, 5.0, 0.0, 0.0), (20.0, 95.0, 50.0, 5.0, 150.0))
+    model = build_model("cnnrf", small_cfg(), **_inputs("cnnrf"), target_range=rng.to_dict())
+    assert model.card.target_range == rng and model.model_card()["target_range"] == rng.to_dict()
+    loaded = load_model(save_model(model, tmp_path / "cnnrf.pt"))
+    assert loaded.card.target_range == rng and loaded.card.require_target_range("x") == rng
+    np.testing.assert_allclose(rng.denormalise(rng.normalise([[2.0, 50.0, 10.0, 1.0, 30.0]])), [[2.0, 50.0, 10.0, 1.0, 30.0]])
+    np.testing.assert_allclose(rng.normalise([[20.0, 40.0, 27.5, 5.0, 150.0]]), [[1.0, 0.0, 0.5, 1.0, 1.0]])
+    bare = load_model(save_model(build_model("cnnrf", small_cfg(), **_inputs("cnnrf")), tmp_path / "bare.pt"))
+    with pytest.raises(MissingTargetRange, match="bare.pt: the cnnrf model has no target range"):
+        bare.card.require_target_range(str(tmp_path / "bare.pt"))
+    with pytest.raises(ModelConfigError, match="regressors"):
+        build_model("student", small_cfg(), **_inputs("student"), target_range=rng)
+    with pytest.raises(ModelConfigError, match="not the outputs"):
+        build_model("cnnrf", small_cfg(), **_inputs("cnnrf"), target_range=TargetRange(names[::-1], rng.low, rng.high))
+    with pytest.raises(ModelConfigError, match="finite interval"):
+        TargetRange(names, rng.high, rng.low)
 
 
 # One per network class/variant: "cnncf" is "student", TS1/TS2/TS4 are CNNCF like the student and TS3

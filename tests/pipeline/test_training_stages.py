@@ -91,10 +91,11 @@ def test_students_baselines_and_regressor(trained):
         # TS1's two configured folds (other teachers may be present when a full repro ran first in this session)
         teachers = report[task]["teachers"]
         assert teachers["TS1"] == 2 and set(teachers.values()) == {2}
-    cnnrf_payload = torch.load(repo / "models/cnnrf.pt", weights_only=True)
-    lo, hi = cnnrf_payload["extra"]["target_min"], cnnrf_payload["extra"]["target_max"]
-    assert len(lo) == len(hi) == 5 and all(a <= b for a, b in zip(lo, hi))
-    assert load_model(repo / "models/cnnrf.pt").card.task == "regression"
+    cnnrf = load_model(repo / "models/cnnrf.pt")
+    rng = cnnrf.card.require_target_range("models/cnnrf.pt")  # the training part's range, on the card
+    assert rng.names == cnnrf.card.class_labels and len(rng.low) == 5 and all(a <= b for a, b in zip(rng.low, rng.high))
+    assert "target_min" not in torch.load(repo / "models/cnnrf.pt", weights_only=True)["extra"]
+    assert cnnrf.card.task == "regression"
     assert load_model(repo / "models/csacnet.pt").card.arch == "csacnet"
     assert load_model(repo / "models/baselines/resnet3d.pt").card.arch == "resnet3d"
     assert (repo / "models/baselines/svm.joblib").is_file() and (repo / "models/baselines/random_forest.joblib").is_file()

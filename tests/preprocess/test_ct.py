@@ -11,9 +11,12 @@ from covidscan.preprocess.ct import (
     crop_or_pad,
     ct_stack,
     ct_volume,
+    crop_or_pad_start,
     resample_slices,
     resample_thickness,
     stack_groups,
+    thickness_slices,
+    volume_slice_index,
     window_bounds,
     window_uint8,
     window_unit,
@@ -74,6 +77,42 @@ def test_resample_thickness_needs_spacing(spacing):
         resample_thickness(np.zeros((4, 2, 2)), spacing, 5.0)
 
 
+@pytest.mark.parametrize(
+    ("n_slices", "input_shape", "expected_shape"),
+    [(300, (30, 8, 6), (300, 8, 6)), (12, (30, 8, 6), (12, 8, 6)), (1, (5, 4, 4), (1, 4, 4)), (9, (1, 4, 4), (9, 4, 4))],
+)
+def test_resample_slices_shapes(n_slices, input_shape, expected_shape):
+    out = resample_slices(np.zeros(input_shape, np.int16), n_slices)
+    assert out.shape == expected_shape and out.dtype == np.float32
+
+
+def test_resample_slices_is_linear_in_z():
+    n, m = 10, 40
+    ramp = (np.arange(n, dtype=np.float32) * 10.0)[:, None, None] * np.ones((n, 2, 3), np.float32)
+    np.testing.assert_allclose(resample_slices(ramp, m)[:, 0, 0], np.linspace(0, n - 1, m) * 10.0, atol=1e-4)
+    np.testing.assert_array_equal(resample_slices(ramp, n), ramp)
+    np.testing.assert_array_equal(resample_slices(ramp, 1), ramp[[4]])  # the middle slice (z - 1) // 2
+    with pytest.raises(ValueError):
+        resample_slices(ramp, 0)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "target", "n_source", "expected_n", "expected_spacing"),
+    [
+        (8.0, 5.0, 30, 47, 29 * 8.0 / 46),
+        (1.0, 5.0, 301, 61, 5.0),
+        (1.25, 5.0, 101, 26, 5.0),
+        (5.0, 5.0, 7, 7, 5.0),
+        (0.5, 5.0, 3, 1, 5.0),
+        (2.0, 5.0, 1, 1, 5.0),
+    ],
+)
+def test_resample_thickness_shapes(spacing, target, n_source, expected_n, expected_spacing):
+    out, achieved = resample_thickness(np.zeros((n_source, 4, 4), np.int16), spacing, target)
+    assert out.shape == (expected_n, 4, 4) == (thickness_slices(n_source, spacing, target), 4, 4)
+    assert achieved == pytest.approx(expected_spacing)
+
+
 def test_crop_or_pad():
     vol = np.arange(10, dtype=np.float32)[:, None, None]
     np.testing.assert_array_equal(crop_or_pad(vol, 4, -1)[:, 0, 0], [3, 4, 5, 6])
@@ -132,6 +171,55 @@ def test_ct_volume_pads_with_air(make_ct):
     air = np.float16(window_unit(np.float32(-1000)))
     assert (out[:3] == air).all() and (out[-4:] == air).all()
     assert not (out[3:6] == air).all()
+
+
+def test_crop_or_pad_start():
+    assert [crop_or_pad_start(n, 4) for n in (10, 5, 4, 3, 1)] == [3, 0, 0, 0, -1]
+    assert crop_or_pad_start(3, 6) == -1 and crop_or_pad_start(2, 7) == -2
+
+
+@pytest.mark.parametrize(
+    ("n_source", "spacing", "volume_slices"),
+    [
+        (12, 2.5, 8),  # 27.5 mm -> 7 slices, padded
+        (30, 8.0, 24),  # thick slices: upsampled to 5 mm, cropped
+        (41, 1.25, 8),  # thin slices: downsampled, cropped
+        (64, 1.0, 8),
+        (20, 10.0, 24),
+        (7, 5.0, 8),  # no resampling, padded
+    ],
+)
+def test_volume_slice_index_is_where_a_marked_slice_lands(n_source, spacing, volume_slices):
+    """A bright marker on one source slice, through the real ct_volume: its output centroid is the mapped index."""
+    cfg = PreprocessConfig(volume_slices=volume_slices, volume_size=16)
+    air = float(np.float16(window_unit(np.float32(-1000))))
+    checked = 0
+    for s in range(n_source):
+        hu = np.full((n_source, 16, 16), -1000, np.int16)
+        hu[s] = 400
+        profile = ct_volume(hu, spacing, cfg).astype(float).mean((1, 2)) - air
+        mapped = float(volume_slice_index(s, n_source, spacing, cfg))
+        if profile.sum() < 1e-3:  # fell between two output slices of a downsampling, or cropped away
+            assert thickness_slices(n_source, spacing, 5.0) < n_source or not -0.5 < mapped < volume_slices - 0.5
+            continue
+        if profile[0] > 1e-3 or profile[-1] > 1e-3:  # may be cut by the crop: no reliable centroid
+            continue
+        landed = float((profile * np.arange(volume_slices)).sum() / profile.sum())
+        assert abs(mapped - landed) <= 0.5, f"source slice {s}: mapped to {mapped:.2f}, the marker landed at {landed:.2f}"
+        checked += 1
+    assert checked >= 3
+    # vectorised: the same numbers for an array of (fractional) indices
+    idx = np.array([0.0, 2.5, n_source - 1.0])
+    np.testing.assert_allclose(volume_slice_index(idx, n_source, spacing, cfg), [float(volume_slice_index(i, n_source, spacing, cfg)) for i in idx])
+
+
+def test_volume_slice_index_needs_spacing_and_slices():
+    with pytest.raises(DataError, match="spacing"):
+        volume_slice_index(3, 10, float("nan"), PreprocessConfig())
+    with pytest.raises(DataError, match="0 slices"):
+        volume_slice_index(0, 0, 5.0, PreprocessConfig())
+    one = PreprocessConfig(volume_slices=5)
+    assert float(volume_slice_index(0, 1, 5.0, one)) == 2.0  # one slice, padded 2 before
 
 
 def test_ct_volume_needs_spacing(make_ct):

@@ -154,3 +154,94 @@ def test_promote_cli_without_data_is_one_clear_line(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("profile: paper\n")
     result = CliRunner().invoke(app, ["promote", "covidscan-student-xray"])
     assert result.exit_code != 0 and "not found" in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------ regressors (CNNRF)
+def _crop_gate_data(tmp_path, n: int = 24) -> tuple[GateData, Params]:
+    """CA-like test set: lesion crops per record and the clinical table."""
+    rng = np.random.default_rng(4)
+    processed = tmp_path / "processed"
+    (processed / "lesion_crop").mkdir(parents=True)
+    rows, clinical = [], []
+    for i in range(n):
+        rid = f"c{i:03d}"
+        np.save(processed / "lesion_crop" / f"{rid}.npy", rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8))
+        rows.append({"record_id": rid, "label": "covid19", "input_kind": "ct_stack", "image_path": "", "volume_path": "",
+                     "crops_path": f"lesion_crop/{rid}.npy", "grey_path": ""})  # fmt: skip
+        clinical.append({"record_id": rid, **dict(zip(tm.TARGET_RANGE["names"], rng.uniform(tm.TARGET_RANGE["low"], tm.TARGET_RANGE["high"])))})
+    index = pd.DataFrame(rows)
+    splits = pd.DataFrame({"record_id": index["record_id"], "subset": "CADS", "part": "test", "label": "covid19"})
+    manifest = pd.DataFrame({"record_id": index["record_id"], "source": "synthetic", "centre": "c"})
+    params = Params(
+        subsets={"CADS": SubsetSpec(modality="ct", classes=["covid19"])},
+        experiments={"CA": ExperimentSpec(subsets=["CADS"], positive=["covid19"], negative=[], model="cnnrf")},
+        preprocess=tm.TINY_PRE,
+        registry=RegistryConfig(bootstrap=200),
+    )
+    return GateData(processed, splits, index, manifest, pd.DataFrame(clinical)), params
+
+
+def _rescaled(model, old: dict, new: dict):
+    """The same network, its last Linear changed so that its outputs on ``new``'s scale are the same raw values."""
+    import torch
+
+    from covidscan.models.zoo import build_model
+
+    a = (np.asarray(old["high"]) - np.asarray(old["low"])) / (np.asarray(new["high"]) - np.asarray(new["low"]))
+    b = (np.asarray(old["low"]) - np.asarray(new["low"])) / (np.asarray(new["high"]) - np.asarray(new["low"]))
+    twin = build_model("cnnrf", tm.TINY_MODELS, input_size=32, kind="lesion_crop", target_range=new)
+    twin.load_state_dict(model.state_dict())
+    last = [m for m in twin.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(torch.as_tensor(a, dtype=torch.float32)[:, None])
+        last.bias.copy_(last.bias * torch.as_tensor(a, dtype=torch.float32) + torch.as_tensor(b, dtype=torch.float32))
+    return twin.eval()
+
+
+def test_regressor_gate_scores_both_models_in_their_own_training_range(tmp_path):
+    """A champion trained on another range but predicting the same raw values scores the same MSE."""
+    from covidscan.evaluation.promotion import gate_models
+
+    data, params = _crop_gate_data(tmp_path)
+    challenger = tm.build("indicators", seed=3)
+    other = {"names": tm.TARGET_RANGE["names"], "low": [0.5, 30.0, 2.0, 0.0, 0.0], "high": [30.0, 99.0, 70.0, 10.0, 300.0]}
+    champion = _rescaled(challenger, tm.TARGET_RANGE, other)
+    d = gate_models(challenger, champion, params.experiments["CA"], data, params)
+    assert d.metric == "mse" and d.challenger["n"] == 24
+    assert d.champion["mse"] == pytest.approx(d.challenger["mse"], rel=1e-4)
+    # the challenger's scale: the clinical values normalised with its card's range
+    from covidscan.evaluation.experiment import run_model
+
+    outs = run_model(challenger, data.index, data.processed_dir, params.preprocess).outputs
+    truth = challenger.card.target_range.normalise(data.clinical[list(tm.TARGET_RANGE["names"])].to_numpy(float))
+    assert d.challenger["mse"] == pytest.approx(float(np.mean((truth - outs) ** 2)), rel=1e-6)
+
+
+def test_regressor_gate_refuses_a_model_without_its_range(tmp_path):
+    from covidscan.evaluation.promotion import gate_models
+    from covidscan.models.card import MissingTargetRange
+    from covidscan.models.zoo import build_model
+
+    data, params = _crop_gate_data(tmp_path, n=6)
+    bare = build_model("cnnrf", tm.TINY_MODELS, input_size=32, kind="lesion_crop").eval()
+    with pytest.raises(MissingTargetRange, match="covidscan-cnnrf v7"):
+        gate_models(bare, None, params.experiments["CA"], data, params, ("covidscan-cnnrf v7", ""))
+    with pytest.raises(MissingTargetRange, match="v2 \\(champion\\)"):
+        gate_models(tm.build("indicators"), bare, params.experiments["CA"], data, params, ("v3", "v2 (champion)"))
+
+
+@pytest.mark.slow
+def test_a_registered_regressor_keeps_its_range(registry):
+    """export_checkpoint (what the gate and the bento import use) puts the range back on the card; versions
+    logged before the range moved onto the card (top-level target_min/target_max) keep theirs too."""
+    from covidscan.models.zoo import build_model, load_model
+    from covidscan.tracking.registry import export_checkpoint
+
+    name = tm.NAMES["indicators"]
+    v1 = tm.register(tm.build("indicators", seed=1), name)
+    export_checkpoint(name, v1, registry / "v1.pt")
+    assert load_model(registry / "v1.pt").card.target_range.to_dict() == tm.TARGET_RANGE
+    legacy = build_model("cnnrf", tm.TINY_MODELS, input_size=32, kind="lesion_crop").eval()
+    v2 = tm.register(legacy, name, {"target_min": tm.TARGET_RANGE["low"], "target_max": tm.TARGET_RANGE["high"]})
+    export_checkpoint(name, v2, registry / "v2.pt")
+    assert load_model(registry / "v2.pt").card.require_target_range("v2").to_dict() == tm.TARGET_RANGE

@@ -123,6 +123,7 @@ def test_indicators_and_explain(served, predictor, files):
     own = predictor.indicators(files["crops"])
     assert r.json()["n_crops"] == 2 and set(r.json()["raw_units"]) == {"wbc", "neutrophil_pct", "lymphocyte_pct", "procalcitonin", "crp"}
     np.testing.assert_allclose(list(r.json()["normalised"].values()), list(own["normalised"].values()), atol=1e-5)
+    np.testing.assert_allclose(list(r.json()["raw_units"].values()), list(own["raw_units"].values()), rtol=1e-4)
     r = post(served, "explain", [("files", files["cr"])], {"model": "xray"})
     assert r.status_code == 200, r.text
     body = r.json()

@@ -18,6 +18,8 @@ TINY_MODELS = ModelsConfig.model_validate(
 )  # fmt: skip
 TINY_PRE = PreprocessConfig(xray_size=32, ct_slices=12, ct_size=32, volume_size=32, volume_slices=8, crop_size=32)
 LABELS = ["normal", "covid19"]
+TARGET_RANGE = {"names": ["wbc", "neutrophil_pct", "lymphocyte_pct", "procalcitonin", "crp"],
+                "low": [1.0, 40.0, 5.0, 0.0, 0.0], "high": [20.0, 95.0, 50.0, 5.0, 150.0]}  # fmt: skip
 NAMES = {"xray": "covidscan-student-xray", "ct2d": "covidscan-student-ct", "ct3d": "covidscan-csacnet", "indicators": "covidscan-cnnrf"}
 
 
@@ -33,7 +35,7 @@ def build(role: str, seed: int = 0) -> torch.nn.Module:
     elif role == "ct3d":
         model = build_model("csacnet", TINY_MODELS, input_size=(8, 32, 32), class_labels=LABELS, kind="ct_volume")
     else:
-        model = build_model("cnnrf", TINY_MODELS, input_size=32, kind="lesion_crop")
+        model = build_model("cnnrf", TINY_MODELS, input_size=32, kind="lesion_crop", target_range=TARGET_RANGE)
     return model.eval()
 
 

@@ -58,8 +58,6 @@ __all__ = [
     "read_header",
     "read_image",
     "read_series",
-    "resample_slices",
-    "resample_thickness",
 ]
 
 
@@ -1227,100 +1225,6 @@ def read_series(path: str | Path, limits: DicomLimits) -> CTVolume:
         if path.is_dir():
             return _read_folder(path, limits)
         return _read_multiframe(path, limits)
-
-
-# --------------------------------------------------------------------------------------- resampling
-def _interpolate_z(vol: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linear interpolation along axis 0 at fractional slice indices; keeps vol's dtype (rounded)."""
-    n = vol.shape[0]
-    positions = np.clip(positions, 0.0, n - 1)
-    out = np.empty((len(positions),) + vol.shape[1:], dtype=vol.dtype)
-    integer = np.issubdtype(vol.dtype, np.integer)
-    for k, p in enumerate(positions):
-        i0 = min(int(math.floor(p)), n - 1)
-        w = float(p - i0)
-        if w < 1e-6 or i0 == n - 1:
-            out[k] = vol[i0]
-            continue
-        value = vol[i0].astype(np.float32) * np.float32(1.0 - w) + vol[i0 + 1].astype(np.float32) * np.float32(w)
-        if integer:
-            info = np.iinfo(vol.dtype)
-            value = np.clip(np.rint(value), info.min, info.max)
-        out[k] = value
-    return out
-
-
-def resample_slices(hu: np.ndarray, n_slices: int) -> np.ndarray:
-    """Resample a volume along z to a fixed number of slices (linear interpolation).
-
-    Slices are treated as slabs: output slice k samples the input at index
-    ``(k + 0.5) * n_in / n_slices - 0.5`` (half-pixel centres, like OpenCV/PyTorch
-    ``align_corners=False``), so the new slice spacing is exactly ``spacing_z * n_in / n_slices``.
-
-    Args:
-        hu: volume (z, y, x); integer input is rounded back to its dtype.
-        n_slices: number of output slices (>= 1).
-
-    Returns:
-        (n_slices, y, x) array of hu's dtype.
-    """
-    if hu.ndim != 3 or hu.shape[0] < 1:
-        raise ValueError(f"resample_slices expects a (z, y, x) volume, got shape {hu.shape}")
-    if n_slices < 1:
-        raise ValueError(f"n_slices must be >= 1, got {n_slices}")
-    n = hu.shape[0]
-    positions = (np.arange(n_slices) + 0.5) * (n / n_slices) - 0.5
-    return _interpolate_z(hu, positions)
-
-
-def resample_thickness(
-    hu: np.ndarray, spacing_z: float, target_mm: float = 5.0, *, method: Literal["linear", "area"] = "linear"
-) -> tuple[np.ndarray, float]:
-    """Resample a volume along z to a target slice thickness (seed 004: 5 mm).
-
-    The covered extent ``n * spacing_z`` is kept: the output has ``round(extent / target_mm)``
-    slices (at least one) of thickness ``extent / n_out`` (equal to ``target_mm`` up to rounding).
-
-    Args:
-        hu: volume (z, y, x).
-        spacing_z: input slice spacing in mm (> 0).
-        target_mm: wanted slice thickness in mm (> 0); seed 004 uses 5 mm.
-        method: "linear" samples the input at the new slab centres; "area" averages the input slabs
-            each output slab overlaps (a true thick slab; better when going from thin to thick).
-
-    Returns:
-        (volume of hu's dtype, actual output spacing in mm).
-    """
-    if hu.ndim != 3 or hu.shape[0] < 1:
-        raise ValueError(f"resample_thickness expects a (z, y, x) volume, got shape {hu.shape}")
-    if not (spacing_z > 0 and math.isfinite(spacing_z)) or not (target_mm > 0 and math.isfinite(target_mm)):
-        raise ValueError(f"spacing_z and target_mm must be positive, got {spacing_z} and {target_mm}")
-    n = hu.shape[0]
-    extent = n * spacing_z
-    n_out = max(1, int(round(extent / target_mm)))
-    new_spacing = extent / n_out
-    if method == "linear":
-        return resample_slices(hu, n_out), new_spacing
-    if method != "area":
-        raise ValueError(f"method must be 'linear' or 'area', got {method!r}")
-    out = np.empty((n_out,) + hu.shape[1:], dtype=hu.dtype)
-    scale = new_spacing / spacing_z  # output slab length in input-slab units
-    integer = np.issubdtype(hu.dtype, np.integer)
-    for k in range(n_out):
-        a, b = k * scale, min((k + 1) * scale, n)
-        acc = np.zeros(hu.shape[1:], dtype=np.float32)
-        total = 0.0
-        for i in range(int(math.floor(a)), min(int(math.ceil(b)), n)):
-            w = min(b, i + 1) - max(a, i)
-            if w > 1e-9:
-                acc += np.float32(w) * hu[i].astype(np.float32)
-                total += w
-        value = acc / np.float32(total)
-        if integer:
-            info = np.iinfo(hu.dtype)
-            value = np.clip(np.rint(value), info.min, info.max)
-        out[k] = value
-    return out, new_spacing
 
 
 # ------------------------------------------------------------------------------ untrusted decoding

@@ -10,8 +10,11 @@ passes when
 Without a champion, the first model becomes champion when it meets the sensitivity floor and its AUROC
 CI lies above chance (``first_min_auroc``). A regressor
 (CNNRF) passes when the upper bound of the bootstrap CI of its MSE is at most the champion's point MSE
-plus ``mse_margin``. :class:`GateDecision` carries every figure used, so it can be written as tags on the
-model version (:func:`covidscan.tracking.registry.record_decision`).
+plus ``mse_margin``; both are scored on the challenger's scale (its card's ``target_range``; the
+champion's outputs are de-normalised with its own range first), and a regressor without its range is
+refused with :class:`covidscan.models.card.MissingTargetRange`. :class:`GateDecision` carries every
+figure used, so it can be written as tags on the model version
+(:func:`covidscan.tracking.registry.record_decision`).
 """
 
 from __future__ import annotations
@@ -176,7 +179,8 @@ def _scores(model: Any, spec: Any, data: GateData, pre: Any) -> tuple[np.ndarray
     return class_scores(outs.outputs, list(model.card.class_labels), spec.positive, spec.negative), records["y"].to_numpy(), records
 
 
-def gate_models(challenger: Any, champion: Any | None, spec: Any, data: GateData, params: Any, target_range: tuple[Any, Any] | None = None) -> GateDecision:
+def gate_models(challenger: Any, champion: Any | None, spec: Any, data: GateData, params: Any,
+                model_names: tuple[str, str] = ("challenger", "champion")) -> GateDecision:  # fmt: skip
     """Score two loaded models on an experiment's test set and apply the gate.
 
     Args:
@@ -185,23 +189,27 @@ def gate_models(challenger: Any, champion: Any | None, spec: Any, data: GateData
         spec: the gating experiment (``params.experiments[...]``).
         data: the tables.
         params: the whole config (``preprocess``, ``registry``).
-        target_range: regressors: (min, max) per indicator to normalise the clinical table with.
+        model_names: how errors name the challenger and the champion (e.g. their registry versions).
+
+    Raises:
+        MissingTargetRange: a regressor without its card's ``target_range``.
     """
     cfg: RegistryConfig = params.registry
     pre = params.preprocess
     if challenger.card.task == "regression":
-        from covidscan.models.cnnrf import CLINICAL_INDICATORS
-
+        rng = challenger.card.require_target_range(model_names[0])
+        champion_rng = champion.card.require_target_range(model_names[1]) if champion is not None else None
+        if champion_rng is not None and champion_rng.names != rng.names:
+            raise DataError(f"promotion gate: {model_names[1]} predicts {list(champion_rng.names)}, {model_names[0]} {list(rng.names)}")
         if data.clinical is None or len(data.clinical) == 0:
             raise DataError("promotion gate: a regressor needs the clinical table (clinical.parquet)")
-        names = list(CLINICAL_INDICATORS)
         pred, _, records = _scores(challenger, spec, data, pre)
         table = data.clinical.set_index("record_id")
         keep = records["record_id"].isin(table.index).to_numpy()
-        truth = table.loc[records["record_id"][keep], names].to_numpy(float)
-        lo, hi = (np.asarray(v, float) for v in target_range) if target_range else (truth.min(0), truth.max(0))
-        truth = (truth - lo) / np.where(hi > lo, hi - lo, 1.0)
-        champ = _scores(champion, spec, data, pre)[0][keep] if champion is not None else None
+        truth = rng.normalise(table.loc[records["record_id"][keep], list(rng.names)].to_numpy(float))
+        champ = None
+        if champion is not None and champion_rng is not None:  # its outputs, in raw units, on the challenger's scale
+            champ = rng.normalise(champion_rng.denormalise(_scores(champion, spec, data, pre)[0][keep]))
         return regressor_gate(truth, pred[keep], cfg, champ)
     scores, y, _ = _scores(challenger, spec, data, pre)
     if champion is None:
@@ -261,11 +269,8 @@ def gate_registered(registered_name: str, version: str | int | None, params: Any
         if force:
             decision = GateDecision(True, "promoted by an operator without the gate (--force)", "none")
         else:
-            import torch
-
-            extra = torch.load(Path(tmp) / "challenger.pt", map_location="cpu", weights_only=True).get("extra", {})
-            rng = (extra["target_min"], extra["target_max"]) if "target_min" in extra and "target_max" in extra else None
-            decision = gate_models(challenger, champion, params.experiments[exp], data, params, rng)
+            where = (f"{registered_name} v{ver}", f"{registered_name} v{champion_mv.version} (champion)" if champion_mv is not None else "")
+            decision = gate_models(challenger, champion, params.experiments[exp], data, params, where)
     tags = decision.as_tags()
     tags["gate.experiment"] = exp
     tags["gate.champion_version"] = "" if champion_mv is None else str(champion_mv.version)

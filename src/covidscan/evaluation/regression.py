@@ -1,9 +1,14 @@
 """Regression indices (CNNRF, centre agreement) and the significance of a Pearson r.
 
 Indices: MSE, RMSE, MAE, R^2 = 1 - SS_res / SS_tot (``y_true`` is the reference) and Pearson r.
-For 2D input (n cases x k indicators), "overall" pools every (true, predicted) pair (n k pairs) and
+For 2D input (n cases x k indicators), "pooled" pools every (true, predicted) pair (n k pairs) and
 "per indicator" takes one column at a time. Pooled MSE/MAE equal scikit-learn's uniform average;
 pooled R^2 is ``r2_score(y.ravel(), p.ravel())`` (not the mean of the per-column R^2).
+
+Significance (:func:`indicator_significance`): each indicator's r is tested with n = the number of
+cases (its own pairs), as the paper does; the pooled r is reported separately under ``pooled`` with
+its own n = cases x indicators (its pairs are not independent: k of them come from each case, so its
+"significance" is optimistic and is no substitute for the per-indicator test).
 
 Critical r: the smallest |r| significant at level ``alpha`` (two-sided) for ``n`` pairs, from the
 t-test of a correlation with ``n - 2`` degrees of freedom: ``r_crit = t / sqrt(n - 2 + t^2)`` with
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -86,10 +92,13 @@ def regression_indices(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+POOLED = "pooled"
+
+
 def regression_report(
     y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str] | None = None
 ) -> dict[str, dict[str, float]]:
-    """Indices overall (pooled) and per indicator (column) of an (n, k) prediction.
+    """Indices pooled over every pair and per indicator (column) of an (n, k) prediction.
 
     Args:
         y_true: reference values, shape (n, k) (or (n,) for one indicator).
@@ -97,7 +106,7 @@ def regression_report(
         names: the k indicator names (default "0".."k-1").
 
     Returns:
-        ``{"overall": indices, name_1: indices, ...}``.
+        ``{"pooled": indices, name_1: indices, ...}`` (pooled ``n`` = n k pairs, per-indicator ``n`` = n).
     """
     t, p = _pair(y_true, y_pred)
     if t.ndim == 1:
@@ -106,7 +115,9 @@ def regression_report(
     names = list(names) if names is not None else [str(i) for i in range(k)]
     if len(names) != k:
         raise DataError(f"{len(names)} indicator names for {k} columns")
-    out = {"overall": regression_indices(t, p)}
+    if POOLED in names:
+        raise DataError(f"an indicator may not be called {POOLED!r} (the pooled indices' key)")
+    out = {POOLED: regression_indices(t, p)}
     for j, name in enumerate(names):
         out[name] = regression_indices(t[:, j], p[:, j])
     return out
@@ -158,3 +169,35 @@ def correlation_significance(r: float, n: int, alpha: float = 0.001) -> dict[str
         "significant": bool(abs(r) > r_crit),
         "p_value": p_value,
     }
+
+
+def indicator_significance(report: dict[str, dict[str, float]], alpha: float = 0.001) -> dict[str, dict[str, Any]]:
+    """Each indicator's r against the critical r for n = cases, and the pooled r separately, labelled.
+
+    Args:
+        report: :func:`regression_report` of an (n cases, k indicators) prediction.
+        alpha: significance level (``EvaluateConfig.critical_alpha``; the paper's 0.001).
+
+    Returns:
+        ``{indicator: correlation_significance(r, n_cases, alpha), ..., "pooled": {...}}``; the pooled
+        entry uses n = cases x indicators and carries ``"pooled": True``. With 2 cases or fewer no critical
+        r exists: the entry has ``significant`` False, NaN ``r_critical``/``ratio``/``p_value`` and a
+        ``note`` saying why.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, ind in report.items():
+        key = POOLED if name == POOLED else name
+        r, n = float(ind["r"]), int(ind["n"])
+        if n > 2:
+            entry: dict[str, Any] = dict(correlation_significance(r, n, alpha))
+        else:
+            nan = float("nan")
+            entry = {"r": r, "n": n, "alpha": float(alpha), "r_critical": nan, "ratio": nan, "significant": False, "p_value": nan,
+                     "note": f"no critical r for {n} pair(s): the test needs more than 2"}  # fmt: skip
+        if key == POOLED:
+            entry["pooled"] = True
+        out[key] = entry
+    pooled = out.pop(POOLED, None)
+    if pooled is not None:
+        out[POOLED] = pooled  # last, after the indicators
+    return out

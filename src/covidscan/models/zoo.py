@@ -2,7 +2,8 @@
 
 Names: ``student`` (= ``cnncf``), the teachers in ``models.teacher_archs`` (``TS1`` .. ``TS4``), ``cnnrf``,
 ``csacnet``, ``resnet3d``. Every built model carries ``class_labels``, ``input_spec``, ``threshold`` and
-``model_card()`` (see :mod:`covidscan.models.card`).
+``model_card()`` (see :mod:`covidscan.models.card`); a regressor built with its ``target_range`` keeps it
+on the card, in the build config and in the saved checkpoint.
 
 Saving follows DESIGN.md: a checkpoint is ``{"format", "build", "card", "state_dict"}`` holding only
 tensors and plain data, loaded with ``torch.load(weights_only=True)`` and rebuilt with
@@ -17,14 +18,14 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from covidscan.config import ModelsConfig, PreprocessConfig
 from covidscan.errors import CovidscanError, DataError, ModelConfigError
-from covidscan.models.card import InputKind, InputSpec, ModelCard
+from covidscan.models.card import InputKind, InputSpec, ModelCard, TargetRange
 from covidscan.models.cnncf import CNNCF, teacher_config
 from covidscan.models.cnnrf import CLINICAL_INDICATORS, CNNRF
 from covidscan.models.csacnet import CSACNet3D, ResNet3D
@@ -72,6 +73,7 @@ def build_model(
     threshold: float = 0.5,
     value_range: tuple[float, float] = (0.0, 1.0),
     kind: InputKind | None = None,
+    target_range: TargetRange | Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build a network by name from the typed ``models`` config.
 
@@ -85,12 +87,15 @@ def build_model(
         threshold: operating threshold on the positive-class probability.
         value_range: intensity range the preprocessing produces.
         kind: input kind for the card (default from the architecture and channels).
+        target_range: regressors only: the training part's min/max per output (a :class:`TargetRange`
+            or its ``to_dict()``); its names must be the output names.
 
     Returns:
         The model (train mode), with ``card`` filled in.
 
     Raises:
-        ModelConfigError: unknown name, or a configuration that cannot work at ``input_size``.
+        ModelConfigError: unknown name, a configuration that cannot work at ``input_size``, or a target
+            range on a classifier or naming other outputs.
     """
     family = _family(name, cfg)
     is_3d = family in ("csacnet", "resnet3d")
@@ -116,6 +121,12 @@ def build_model(
         )
     old: ModelCard = model.card  # type: ignore[assignment]
     size = old.input_spec.size
+    labels = tuple(class_labels) if class_labels is not None else old.class_labels
+    rng = TargetRange.of(target_range) if target_range is not None else None
+    if rng is not None and old.task != "regression":
+        raise ModelConfigError(f"{name}: a target range is for regressors, not a {old.task} model")
+    if rng is not None and rng.names != tuple(labels):
+        raise ModelConfigError(f"{name}: the target range names {list(rng.names)} are not the outputs {list(labels)}")
     build = {
         "name": name,
         "models": cfg.model_dump(mode="json"),
@@ -126,14 +137,16 @@ def build_model(
         "threshold": float(threshold),
         "value_range": [float(v) for v in value_range],
         "kind": kind,
+        "target_range": rng.to_dict() if rng is not None else None,
     }
     model.card = ModelCard(
         arch=name,
         task=old.task,
-        class_labels=tuple(class_labels) if class_labels is not None else old.class_labels,
+        class_labels=labels,
         input_spec=InputSpec(in_channels, tuple(size), (float(value_range[0]), float(value_range[1])), kind or old.input_spec.kind),
         threshold=float(threshold),
         build=build,
+        target_range=rng,
     )
     return model
 
@@ -206,6 +219,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         threshold=float(payload["card"].get("threshold", b["threshold"])),
         value_range=tuple(b["value_range"]),  # type: ignore[arg-type]
         kind=b["kind"],
+        target_range=payload["card"].get("target_range") or b.get("target_range"),
     )
     try:
         model.load_state_dict(payload["state_dict"], strict=True)

@@ -15,6 +15,8 @@ normal, with the slice spacing from the manifest.
 
 In both, every slice is windowed and resized in plane first, then the stack is resampled along z
 (both steps are linear, so the order only changes rounding, and it keeps memory at the output size).
+:func:`volume_slice_index` says where a source slice lands in the volume (e.g. an expert box's slice),
+computed from the same :func:`thickness_slices` and :func:`crop_or_pad_start` the volume uses.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ def resample_slices(volume: np.ndarray, n_slices: int) -> np.ndarray:
     """Linear resampling along z (axis 0) to ``n_slices``, end slices kept.
 
     Output slice ``k`` sits at source position ``k * (z - 1) / (n_slices - 1)``; a one-slice input is
-    repeated. Float inputs keep their dtype; integer inputs are returned as float32 (round them
-    yourself). Local copy of ``covidscan.data.dicom.resample_slices`` (the integrator may dedupe).
+    repeated; a one-slice output is the middle source slice ``(z - 1) // 2``. Float inputs keep their
+    dtype; integer inputs are returned as float32 (round them yourself).
 
     Args:
         volume: (z, ...) array.
@@ -81,9 +83,9 @@ def resample_slices(volume: np.ndarray, n_slices: int) -> np.ndarray:
 def resample_thickness(volume: np.ndarray, spacing_z: float, target_mm: float) -> tuple[np.ndarray, float]:
     """Resample along z to (about) ``target_mm`` between slice centres, linearly, end slices kept.
 
-    The number of output slices is ``round((z - 1) * spacing_z / target_mm) + 1``; they cover the same
-    extent as the input, so the achieved spacing (returned) is within half a slice of the target.
-    Local version of ``covidscan.data.dicom.resample_thickness`` (the integrator may dedupe).
+    The number of output slices is :func:`thickness_slices`, ``round((z - 1) * spacing_z / target_mm) + 1``;
+    they cover the same extent as the input (first and last slice centres kept), so the achieved
+    spacing (returned) is within half a slice of the target.
 
     Args:
         volume: (z, y, x) array.
@@ -96,12 +98,23 @@ def resample_thickness(volume: np.ndarray, spacing_z: float, target_mm: float) -
     if not (math.isfinite(spacing_z) and spacing_z > 0):
         raise DataError(f"slice spacing must be a positive number of mm to resample to {target_mm} mm, got {spacing_z}")
     z = volume.shape[0]
-    if z < 2:
-        return resample_slices(volume, 1), float(target_mm)
-    extent = (z - 1) * spacing_z
-    n = max(int(round(extent / target_mm)) + 1, 1)
-    spacing = extent / (n - 1) if n > 1 else float(target_mm)
+    n = thickness_slices(z, spacing_z, target_mm)
+    spacing = (z - 1) * spacing_z / (n - 1) if n > 1 else float(target_mm)
     return resample_slices(volume, n), float(spacing)
+
+
+def thickness_slices(n_source: int, spacing_z: float, target_mm: float) -> int:
+    """How many slices :func:`resample_thickness` makes of ``n_source`` slices ``spacing_z`` mm apart."""
+    if not (math.isfinite(spacing_z) and spacing_z > 0):
+        raise DataError(f"slice spacing must be a positive number of mm to resample to {target_mm} mm, got {spacing_z}")
+    if n_source < 2:
+        return 1
+    return max(int(round((n_source - 1) * spacing_z / target_mm)) + 1, 1)
+
+
+def crop_or_pad_start(n_in: int, n_slices: int) -> int:
+    """The input slice that becomes output slice 0 in :func:`crop_or_pad` (negative: slices padded before)."""
+    return (n_in - n_slices) // 2 if n_in >= n_slices else -((n_slices - n_in) // 2)
 
 
 def crop_or_pad(volume: np.ndarray, n_slices: int, pad_value: float) -> np.ndarray:
@@ -110,9 +123,9 @@ def crop_or_pad(volume: np.ndarray, n_slices: int, pad_value: float) -> np.ndarr
     if z == n_slices:
         return volume
     if z > n_slices:
-        start = (z - n_slices) // 2
+        start = crop_or_pad_start(z, n_slices)
         return volume[start : start + n_slices]
-    before = (n_slices - z) // 2
+    before = -crop_or_pad_start(z, n_slices)
     after = n_slices - z - before
     widths = [(before, after)] + [(0, 0)] * (volume.ndim - 1)
     return np.pad(volume, widths, mode="constant", constant_values=pad_value)
@@ -174,6 +187,32 @@ def ct_volume(hu: np.ndarray, spacing_z: float, cfg: PreprocessConfig, what: str
     pad = float(window_unit(np.float32(cfg.volume_pad_hu), cfg.ct_window_center, cfg.ct_window_width))
     unit = crop_or_pad(unit, cfg.volume_slices, pad)
     return np.clip(unit, 0.0, 1.0).astype(np.float16)
+
+
+def volume_slice_index(slice_index: np.ndarray | float, n_source: int, spacing_z: float, cfg: PreprocessConfig) -> np.ndarray:
+    """Where source slices land in :func:`ct_volume`'s output: fractional output slice indices.
+
+    The inverse of what :func:`ct_volume` does along z: :func:`resample_thickness` puts output slice
+    ``k`` at source position ``k * (z - 1) / (n - 1)`` (``n`` = :func:`thickness_slices`), so source
+    slice ``s`` sits at ``s * (n - 1) / (z - 1)``; :func:`crop_or_pad` then shifts it by
+    :func:`crop_or_pad_start`. A one-slice input, or a resampling to one slice, puts every source
+    slice on that one slice. Results outside ``[0, volume_slices)`` were cropped away.
+
+    Args:
+        slice_index: source slice index (or indices, may be fractional), 0 = the first slice along z.
+        n_source: number of slices of the source volume (the manifest's ``n_slices``).
+        spacing_z: distance between source slice centres in mm (the manifest's ``spacing_slice``).
+        cfg: ``volume_thickness_mm``, ``volume_slices``.
+
+    Raises:
+        DataError: when the slice spacing is unknown or ``n_source`` < 1.
+    """
+    if n_source < 1:
+        raise DataError(f"a volume of {n_source} slices has no slice to map")
+    s = np.asarray(slice_index, dtype=float)
+    n = thickness_slices(n_source, spacing_z, cfg.volume_thickness_mm)
+    k = s * (n - 1) / (n_source - 1) if n > 1 else np.zeros_like(s)
+    return k - crop_or_pad_start(n, cfg.volume_slices)
 
 
 def ct_slice_grey(hu_slice: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

@@ -37,7 +37,8 @@ class BundleInfo:
         alias: the alias it was resolved from (or "" for a file).
         card: the model card (``ModelCard.to_dict()``).
         preprocess: the preprocessing parameters, sizes aligned with the card's input spec.
-        extra: plain data kept with the checkpoint (e.g. CNNRF's target range).
+        extra: plain data kept with the checkpoint (e.g. CNNRF's indicator names); a regressor's target
+            range is on its card (``card["target_range"]``).
     """
 
     role: str
@@ -90,6 +91,7 @@ def write_bundle(model_path: str | Path, dst: str | Path, *, role: str, name: st
 
     Raises:
         DataError: unknown role, or a model whose input kind does not fit the role.
+        MissingTargetRange: an ``indicators`` (regression) model without its card's target range.
     """
     import shutil
 
@@ -101,10 +103,14 @@ def write_bundle(model_path: str | Path, dst: str | Path, *, role: str, name: st
     card = payload["card"]
     if card["input_spec"]["kind"] not in ROLE_KINDS[role]:
         raise DataError(f"{name} v{version}: input kind {card['input_spec']['kind']!r} cannot serve role {role!r} (expects {ROLE_KINDS[role]})")
+    if card.get("task") == "regression":
+        from covidscan.models.card import target_range_of
+
+        target_range_of(card, f"{name} v{version} ({model_path})")
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, dst / MODEL_FILE)
-    extra = {k: v for k, v in (payload.get("extra") or {}).items() if k in ("target_min", "target_max", "indicators")}
+    extra = {k: v for k, v in (payload.get("extra") or {}).items() if k in ("indicators",)}
     info = BundleInfo(role, name, str(version), alias, card, aligned_preprocess(card, preprocess).model_dump(mode="json"), extra)
     (dst / INFO_FILE).write_text(json.dumps(info.__dict__, indent=2, sort_keys=True) + "\n")
     return info

@@ -202,14 +202,24 @@ def classification_response(info: BundleInfo, probs: np.ndarray) -> dict[str, An
 
 
 def indicators_response(info: BundleInfo, outputs: np.ndarray) -> dict[str, Any]:
-    """CNNRF: the mean over crops, normalised (0-1) and in raw units when the target range is known."""
+    """CNNRF: the mean over crops, in raw units (de-normalised with the model card's training range) and 0-1.
+
+    Raises:
+        MissingTargetRange: the served model's card has no target range (named by registry version).
+    """
+    from covidscan.models.card import target_range_of
+
+    rng = target_range_of(info.card, f"{info.name} v{info.version}")
     mean = np.asarray(outputs, dtype=float).reshape(len(outputs), -1).mean(0)
-    names = info.labels
-    body: dict[str, Any] = {"normalised": dict(zip(names, (float(v) for v in mean))), "n_crops": int(len(outputs))}
-    lo, hi = info.extra.get("target_min"), info.extra.get("target_max")
-    if lo is not None and hi is not None:
-        lo_a, hi_a = np.asarray(lo, float), np.asarray(hi, float)
-        body["raw_units"] = dict(zip(names, (float(v) for v in lo_a + mean * (hi_a - lo_a))))
+    names = list(rng.names)
+    if names != info.labels or mean.size != len(names):
+        raise DataError(f"{info.name} v{info.version}: {mean.size} outputs {info.labels} for the target range of {names}")
+    body: dict[str, Any] = {
+        "raw_units": dict(zip(names, (float(v) for v in rng.denormalise(mean)))),
+        "normalised": dict(zip(names, (float(v) for v in mean))),
+        "target_range": {n: {"min": lo, "max": hi} for n, lo, hi in zip(rng.names, rng.low, rng.high)},
+        "n_crops": int(len(outputs)),
+    }
     body.update(model=info.describe(), notice=RESEARCH_NOTICE)
     return body
 

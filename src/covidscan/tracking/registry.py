@@ -147,8 +147,9 @@ def export_checkpoint(registered_name: str, ref: str | int, dst: str | Path) -> 
 
     The version's ``state_dict + config`` artifact is loaded with ``torch.load(weights_only=True)`` and
     the network rebuilt with :func:`covidscan.models.zoo.build_model`; versions logged without it fall
-    back to the MLflow PyTorch model. Extra plain data of the checkpoint (e.g. CNNRF's ``target_min`` /
-    ``target_max``) is kept.
+    back to the MLflow PyTorch model. The build config's ``target_range`` (a regressor's training-part
+    min/max, :class:`covidscan.models.card.TargetRange`) goes back on the card; other plain data of the
+    checkpoint is kept as ``extra``.
 
     Returns:
         ``{"name", "version", "run_id", "uri", "aliases", "tags"}`` of the resolved version.
@@ -170,10 +171,18 @@ def export_checkpoint(registered_name: str, ref: str | int, dst: str | Path) -> 
         model = build_model(
             b["name"], ModelsConfig.model_validate(b["models"]), input_size=b["input_size"], num_classes=b["num_classes"],
             in_channels=b["in_channels"], class_labels=b["class_labels"], threshold=float(b["threshold"]),
-            value_range=tuple(b["value_range"]), kind=b["kind"],
+            value_range=tuple(b["value_range"]), kind=b["kind"], target_range=b.get("target_range"),
         )  # fmt: skip
         model.load_state_dict(payload["state_dict"], strict=True)
-        extra = {k: v for k, v in payload.items() if k not in ("state_dict", "config")}
+        if model.card.task == "regression" and model.card.target_range is None and "target_min" in payload and "target_max" in payload:
+            from covidscan.models.card import TargetRange
+
+            # versions logged before the range moved onto the card kept the same training-part range as top-level keys
+            rng = TargetRange(model.card.class_labels, tuple(payload["target_min"]), tuple(payload["target_max"]))
+            model.card.target_range = rng
+            model.card.build["target_range"] = rng.to_dict()
+            log.info("%s v%s: target range read from the checkpoint's target_min/target_max (logged before it was on the card)", registered_name, mv.version)
+        extra = {k: v for k, v in payload.items() if k not in ("state_dict", "config", "target_min", "target_max")}
     else:
         model = mlflow.pytorch.load_model(f"models:/{registered_name}/{mv.version}", map_location="cpu")
     save_model(model, dst, extra={**extra, "registered_name": registered_name, "registered_version": str(mv.version)})
