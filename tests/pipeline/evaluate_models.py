@@ -20,7 +20,7 @@ def write_models(params: Params, models_dir: Path, seed: int = 0) -> dict[str, P
     models = {
         "student-xray": build_model("student", m, input_size=p.xray_size, class_labels=CLASSES, threshold=0.5, kind="image2d"),
         "student-ct": build_model("student", m, input_size=p.ct_size, in_channels=p.ct_slices, class_labels=[*CLASSES, "influenza"], threshold=0.4, kind="ct_stack"),
-        "csacnet": build_model("csacnet", m, input_size=(p.volume_slices, p.volume_size, p.volume_size), class_labels=["other", "covid19"], threshold=0.5, kind="ct_volume"),
+        "csacnet": build_model("csacnet", m, input_size=(p.volume_slices, p.volume_size, p.volume_size), class_labels=["non-covid19", "covid19"], threshold=0.5, kind="ct_volume"),
         "cnnrf": build_model("cnnrf", m, input_size=p.crop_size, kind="lesion_crop"),
     }
     out = {}
