@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_TAG = "covidscan.weights_artifact"  # run-relative path of the state_dict + config checkpoint
 CARD_TAG = "covidscan.model_card"  # artifact URI of the evaluation's model card attached at promotion
-PREPROCESS_TAG = "covidscan.preprocess"  # JSON of the preprocessing parameters the model was evaluated with
+PREPROCESS_TAG = "covidscan.preprocess"  # JSON of the preprocessing parameters the model was trained/evaluated with
+CONFOUND_TAG = "covidscan.confound"  # the gating test set's confound warning ("none" when there is none)
 SERIALIZATION_FORMAT = "pickle"  # explicit; "pt2" (torch.export) refuses the data-dependent gate
 
 
@@ -182,16 +183,20 @@ def export_checkpoint(registered_name: str, ref: str | int, dst: str | Path) -> 
 
 
 # ------------------------------------------------------------------------------ promotion
-def record_decision(registered_name: str, version: str | int, tags: dict[str, str], card_path: str | Path | None = None) -> None:
+def record_decision(registered_name: str, version: str | int, tags: dict[str, str], card_path: str | Path | None = None,
+                    description: str | None = None) -> None:  # fmt: skip
     """Tag a version with the gate's decision and figures; attach the model card to its run.
 
     The card is logged as an artifact of the version's source run (``model_card/``) and its URI kept in
-    the ``covidscan.model_card`` tag (MLflow versions have no artifacts of their own).
+    the ``covidscan.model_card`` tag (MLflow versions have no artifacts of their own). ``description``
+    (e.g. the decision and a confound warning) becomes the version's description in the registry UI.
     """
     client = _mlflow().MlflowClient()
     mv = client.get_model_version(registered_name, str(version))
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, str(version), key, str(value)[:5000])
+    if description is not None:
+        client.update_model_version(registered_name, str(version), description=description[:5000])
     if card_path is not None and Path(card_path).is_file() and mv.run_id:
         client.log_artifact(mv.run_id, str(card_path), artifact_path="model_card")
         uri = f"runs:/{mv.run_id}/model_card/{Path(card_path).name}"
