@@ -296,7 +296,8 @@ def gate_registered(registered_name: str, version: str | int | None, params: Any
     tags[reg.CONFOUND_TAG] = confound["warning"] or "none"
     tags["gate.confound.by"], tags["gate.confound.purity"] = str(confound["by"]), f"{confound['purity']:.4g}"
     tags["gate.champion_version"] = "" if champion_mv is None else str(champion_mv.version)
-    tags[reg.PREPROCESS_TAG] = json.dumps(params.preprocess.model_dump(mode="json"), sort_keys=True)
+    if not (mv.tags or {}).get(reg.PREPROCESS_TAG):  # a version registered without it: what the gate scored with
+        tags[reg.PREPROCESS_TAG] = json.dumps(params.preprocess.model_dump(mode="json"), sort_keys=True)
     verdict = "promoted" if decision.promote else "champion kept"
     description = f"Gate on experiment {exp}: {verdict} ({decision.reason})." + (f" {confound['warning']}." if confound["warning"] else "")
     reg.record_decision(registered_name, ver, tags, card_path, description=description)

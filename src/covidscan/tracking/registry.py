@@ -44,6 +44,7 @@ def log_model(
     data_version: str = "",
     checkpoint: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    preprocess: Any = None,
 ) -> Any:
     """Log a torch model on the active run and optionally register it.
 
@@ -55,6 +56,8 @@ def log_model(
         data_version: the data version (e.g. the manifest digest) tagged on the version.
         checkpoint: ``{"state_dict": ..., "config": ...}`` also stored as ``weights/model.pt``.
         tags: extra tags for the model version.
+        preprocess: the :class:`~covidscan.config.PreprocessConfig` the model was trained with, recorded as
+            the ``covidscan.preprocess`` tag (what serving and ``evaluate-external`` preprocess with).
 
     Returns:
         The MLflow ``ModelInfo`` (``registered_model_version`` set when registered).
@@ -86,7 +89,8 @@ def log_model(
         client = mlflow.MlflowClient()
         version = str(info.registered_model_version)
         weights = {WEIGHTS_TAG: f"{name}-weights/model.pt"} if checkpoint is not None else {}
-        for key, value in {"data_version": data_version, **weights, **(tags or {})}.items():
+        recorded = {PREPROCESS_TAG: preprocess.model_dump_json()} if preprocess is not None else {}
+        for key, value in {"data_version": data_version, **weights, **recorded, **(tags or {})}.items():
             client.set_model_version_tag(registered_name, version, key, str(value))
         log.info("registered %s version %s", registered_name, version)
     return info
@@ -113,6 +117,32 @@ def load_model(uri: str) -> Any:
 
 
 # ------------------------------------------------------------------------------- versions
+def recorded_preprocess(tags: dict[str, str], card: dict[str, Any], fallback: Any) -> tuple[Any, str]:
+    """The preprocessing a registered version was trained with, and where it came from.
+
+    The version's ``covidscan.preprocess`` tag (recorded at registration, or at promotion for versions
+    registered before that) wins. A version without it gets ``fallback`` (the current params.yaml) with
+    the input sizes of its model card (:func:`covidscan.preprocess.spec.aligned_preprocess`), logged as a
+    warning: the sizes are then the model's, the windowing and colour map the current parameters'.
+
+    Args:
+        tags: the version's tags.
+        card: the model card (``ModelCard.to_dict()``, as saved in the checkpoint).
+        fallback: the current :class:`~covidscan.config.PreprocessConfig`.
+
+    Returns:
+        (the preprocessing parameters, a short description of their origin).
+    """
+    from covidscan.config import PreprocessConfig
+    from covidscan.preprocess.spec import aligned_preprocess
+
+    recorded = (tags or {}).get(PREPROCESS_TAG)
+    if recorded:
+        return PreprocessConfig.model_validate_json(recorded), f"registry version tag {PREPROCESS_TAG}"
+    log.warning("the version has no %s tag: current preprocessing parameters with the model card's input sizes", PREPROCESS_TAG)
+    return aligned_preprocess(card, fallback), "current params.yaml with the model card's input sizes"
+
+
 def resolve_version(registered_name: str, ref: str | int) -> Any:
     """The model version a reference names: an alias (``champion``) or a version number.
 
