@@ -14,7 +14,7 @@ INDICATORS_RANGE = {"clinical_min": [2.0, 40.0, 5.0, 0.02, 1.0], "clinical_max":
 
 
 def write_models(params: Params, models_dir: Path, seed: int = 0) -> dict[str, Path]:
-    """student-xray, student-ct, csacnet (untrained, seeded) and cnnrf with the indicators' min/max."""
+    """student-xray, student-ct, csacnet, baselines/resnet3d (untrained, seeded) and cnnrf with the indicators' min/max."""
     torch.manual_seed(seed)
     m, p = params.models, params.preprocess
     models = {
@@ -22,6 +22,8 @@ def write_models(params: Params, models_dir: Path, seed: int = 0) -> dict[str, P
         "student-ct": build_model("student", m, input_size=p.ct_size, in_channels=p.ct_slices, class_labels=[*CLASSES, "influenza"], threshold=0.4, kind="ct_stack"),
         "csacnet": build_model("csacnet", m, input_size=(p.volume_slices, p.volume_size, p.volume_size), class_labels=["non-covid19", "covid19"], threshold=0.5, kind="ct_volume"),
         "cnnrf": build_model("cnnrf", m, input_size=p.crop_size, kind="lesion_crop"),
+        # experiment S's baselines folder (the SVM and RF are optional: the baselines stage skips them on one class)
+        "baselines/resnet3d": build_model("resnet3d", m, input_size=(p.volume_slices, p.volume_size, p.volume_size), class_labels=["non-covid19", "covid19"], threshold=0.5, kind="ct_volume"),
     }
     out = {}
     for name, model in models.items():
