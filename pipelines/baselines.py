@@ -7,12 +7,15 @@ validation fold, test = the held-out centres):
 
 - MONAI's 3D ResNet (zoo ``resnet3d``), trained like CSAC-Net (``train.csacnet``, Augment3D);
 - an SVM (RBF, ``C=1``, ``gamma="scale"``, balanced class weights) and a random forest (100 trees,
-  balanced class weights, ``run.seed``) from scikit-learn, on simple volume features: the volume
-  average-pooled to ``--grid``^3 plus a ``--bins``-bin intensity histogram on [0, 1].
+  balanced class weights, ``run.seed``) from scikit-learn, on simple volume features
+  (:func:`covidscan.models.baselines.volume_features`): the volume average-pooled to ``--grid``^3 plus a
+  ``--bins``-bin intensity histogram on [0, 1].
 
 Writes ``models/baselines/resnet3d.pt`` (zoo.save_model), ``svm.joblib``, ``random_forest.joblib``
-(scikit-learn estimators; joblib pickles: load only files you made) and ``metrics/baselines.json``
-(test AUROC per model; null when the test part lacks a class).
+(scikit-learn estimators; joblib pickles: load only files you made), ``features.json`` (the feature
+settings) and ``metrics/baselines.json`` (test AUROC per model; null when the test part lacks a class).
+The evaluate stage of experiment S scores the same files on S's test volumes, with bootstrap CIs, next to
+CSAC-Net (``comparison`` in ``metrics/evaluate/S.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipelines import stage_main
 from pipelines import training_inputs as ti
@@ -35,15 +37,8 @@ OUT_DIR = Path("models/baselines")
 METRICS = Path("metrics/baselines.json")
 
 
-def volume_features(dataset, grid: int, bins: int) -> np.ndarray:
-    """Per volume: adaptive average pool to grid^3 (flattened) + a normalised histogram on [0, 1]."""
-    feats = []
-    for i in range(len(dataset)):
-        x = dataset[i][0]  # (1, z, y, x)
-        pooled = torch.nn.functional.adaptive_avg_pool3d(x.unsqueeze(0), grid).flatten().numpy()
-        hist, _ = np.histogram(x.numpy(), bins=bins, range=(0.0, 1.0))
-        feats.append(np.concatenate([pooled, hist / max(1, hist.sum())]))
-    return np.asarray(feats, dtype=np.float32)
+def _volumes(dataset):
+    return (dataset[i][0] for i in range(len(dataset)))
 
 
 def _clean(v: float) -> float | None:
@@ -64,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from sklearn.svm import SVC
 
     from covidscan.config import load_params
+    from covidscan.models.baselines import classic_scores, save_feature_settings, volume_features
     from covidscan.models.zoo import save_model
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
@@ -80,8 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         y_test = test_rows["y"].to_numpy()
         scores = {"resnet3d": ti.predict(model, test_set)[:, 1] if len(test_set) else np.zeros(0)}
 
-        x_train = volume_features(ti.volume_dataset(train_rows), args.grid, args.bins)
-        x_test = volume_features(test_set, args.grid, args.bins)
+        x_train = volume_features(_volumes(ti.volume_dataset(train_rows)), args.grid, args.bins)
+        x_test = volume_features(_volumes(test_set), args.grid, args.bins)
+        save_feature_settings(OUT_DIR, args.grid, args.bins)
         y_train = train_rows["y"].to_numpy()
         classic = {
             "svm": make_pipeline(StandardScaler(), SVC(C=1.0, kernel="rbf", gamma="scale", class_weight="balanced")),
@@ -94,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             estimator.fit(x_train, y_train)
             joblib.dump(estimator, OUT_DIR / f"{name}.joblib")
             if len(x_test):
-                scores[name] = estimator.decision_function(x_test) if name == "svm" else estimator.predict_proba(x_test)[:, 1]
+                scores[name] = classic_scores(estimator, x_test)
         for name, score in scores.items():
             auroc = ti.binary_auroc(y_test, score) if len(score) else float("nan")
             result[name] = {"test_auroc": _clean(auroc), "n_test": int(len(y_test)), "n_test_positive": int(y_test.sum())}

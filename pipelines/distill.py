@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             }  # fmt: skip
             log_metrics({f"{task}/student_val_auroc": kd["val_auroc"], f"{task}/no_kd_val_auroc": nokd["val_auroc"], f"{task}/threshold": threshold})
             log_model(
-                student, f"student-{task}", example, registered_name=f"covidscan-student-{task}", data_version=data_version,
+                student, f"student-{task}", example, registered_name=f"covidscan-student-{task}", data_version=data_version, preprocess=params.preprocess,
                 checkpoint={"state_dict": student.state_dict(), "config": student.card.build},
             )  # fmt: skip
             log.info("%s: student val AUROC %.3f vs no-KD %.3f; threshold %.3f -> %s", task, kd["val_auroc"], nokd["val_auroc"], threshold, path)

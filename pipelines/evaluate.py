@@ -9,10 +9,15 @@ figures (``reports/evaluate/<exp>/figures/``) and ``reports/evaluate/<exp>/model
 ``evaluate@<exp>``.
 
 Classifiers (experiments A, B, C, S ...): indices at the model's operating threshold with bootstrap CIs,
-ROC/PR, readers and McNemar, calibration, per-source/per-centre breakdowns, seed 004's subsets and
-thresholds table, per-volume time, the source-shortcut probe, Grad-CAM overlays and DBSCAN centres vs the
-adjudicated expert boxes. Three-class experiments (R-*): one-vs-rest + macro. A ``cnnrf`` model: the
-regression indices of the five clinical indicators (normalised with the model card's training range),
+ROC/PR, readers and McNemar, calibration, per-source/per-centre breakdowns, seed 004's subsets (only for
+experiments on the centre-held-out sub-datasets, ``splits.centre_subsets``) and thresholds table,
+per-volume time, the source-shortcut probe, the confound check (``confound``: the label named by the source
+or centre for at least ``evaluate.confound_purity`` of the cases; a warning at the top of the card),
+Grad-CAM overlays and DBSCAN centres vs the adjudicated expert boxes. An experiment with ``baselines``
+(S) also scores the baselines stage's models (``models/<baselines>/``) on the same cases:
+``comparison.<model>`` (AUROC, sensitivity, specificity with CIs, threshold, n) and a card table.
+Three-class experiments (R-*): one-vs-rest + macro. A ``cnnrf`` model: the regression indices of the
+five clinical indicators (normalised with the model card's training range),
 each indicator's r against the critical r for n = test cases, and the pooled r labelled ``pooled``.
 """
 
@@ -131,9 +136,90 @@ def _grad_cams(model, records: pd.DataFrame, annotations: pd.DataFrame, params: 
     return figures, agreement
 
 
+def _confound(records: pd.DataFrame, cfg: EvaluateConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Is the label (almost) named by the source or the centre? The check and the card's rows (one per grouping).
+
+    See :func:`covidscan.explain.shortcut.confound_check` (threshold ``evaluate.confound_purity``).
+    """
+    from covidscan.explain.shortcut import confound_check, label_purity
+
+    labels = records["label"].astype(str).to_numpy()
+    groupings = {c: records[c].astype(str).to_numpy() for c in ("source", "centre")}
+    check = confound_check(labels, groupings, cfg.confound_purity)
+    if check["warning"]:
+        log.warning("%s", check["warning"])
+    rows = [{"by": c, "label purity": label_purity(labels, g), "groups": len(set(g)), "majority class share": check["base_rate"],
+             "warn at": cfg.confound_purity} for c, g in groupings.items()]  # fmt: skip
+    return check, rows
+
+
+COMPARISON_TABLE = "Comparison with the baselines (same test cases; each at its own threshold)"
+
+
+def _compare_baselines(spec: ExperimentSpec, records: pd.DataFrame, params: Params, folder: Path) -> dict[str, dict[str, Any]]:
+    """The baselines stage's models on the experiment's test cases: AUROC, sensitivity, specificity with CIs.
+
+    The 3D ResNet is run like the experiment's model (its card's threshold); the SVM and the random forest
+    score :func:`covidscan.models.baselines.volume_features` of the same volumes with the saved settings
+    (threshold :data:`covidscan.models.baselines.CLASSIC_THRESHOLD`, each estimator's own boundary).
+    Statistics: :func:`covidscan.evaluation.summary.evaluate_binary`.
+
+    Raises:
+        DataError: the folder is missing, or holds none of the baselines.
+    """
+    import joblib
+
+    from covidscan.evaluation.experiment import class_scores, run_model
+    from covidscan.evaluation.summary import evaluate_binary
+    from covidscan.models.baselines import CLASSIC, CLASSIC_THRESHOLD, NETWORK, classic_scores, load_feature_settings, volume_features
+    from covidscan.models.zoo import load_model
+    from covidscan.preprocess.spec import input_spec
+
+    if not folder.is_dir():
+        raise DataError(f"{folder}: the baselines of experiment {spec.description or spec.subsets} are not there (run the baselines stage)")
+    scored: dict[str, tuple[np.ndarray, float]] = {}
+    if (folder / f"{NETWORK}.pt").is_file():
+        net = load_model(folder / f"{NETWORK}.pt")
+        outs = run_model(net, records, PROCESSED, params.preprocess)
+        scored[NETWORK] = (class_scores(outs.outputs, list(net.card.class_labels), spec.positive, spec.negative), float(net.card.threshold))
+    classic = [name for name in CLASSIC if (folder / f"{name}.joblib").is_file()]
+    if classic:
+        settings = load_feature_settings(folder)
+        vol = input_spec("ct_volume", params.preprocess)
+        volumes = (vol.to_tensor(np.load(PROCESSED / path)) for path in records["volume_path"])
+        x = volume_features(volumes, settings["grid"], settings["bins"])
+        for name in classic:
+            scored[name] = (classic_scores(joblib.load(folder / f"{name}.joblib"), x), CLASSIC_THRESHOLD)
+    missing = [n for n in (NETWORK, *CLASSIC) if n not in scored]
+    if missing:
+        log.warning("baselines %s: not in %s (the baselines stage skips a model whose training part has one class)", missing, folder)
+    if not scored:
+        raise DataError(f"{folder}: none of the baselines {[NETWORK, *CLASSIC]} is there")
+    y = records["y"].to_numpy()
+    out = {}
+    for name, (scores, threshold) in scored.items():
+        m = evaluate_binary(y, scores, params.evaluate, threshold=threshold, name=name)["metrics"]
+        out[name] = {"threshold": threshold, "auroc": m.get("auroc_ci"), **{k: m[k] for k in ("sensitivity", "specificity", "n", "n_positive")}}
+    return out
+
+
+def _comparison_row(name: str, row: dict[str, Any]) -> dict[str, Any]:
+    def ci(value: dict[str, float] | None) -> str:
+        if not value:
+            return "n/a"
+        return f"{value['point']:.3f} ({value['low']:.3f}-{value['high']:.3f})"
+
+    return {"model": name, "AUROC (95% CI)": ci(row["auroc"]), "sensitivity (95% CI)": ci(row["sensitivity"]),
+            "specificity (95% CI)": ci(row["specificity"]), "threshold": row["threshold"], "n": row["n"], "positives": row["n_positive"]}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ evaluations
-def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, params: Params, out_dir: Path, max_cam: int | None) -> dict[str, Any]:
-    """Every classification statistic of one experiment; returns metrics, card parts and figures."""
+def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, params: Params, out_dir: Path, max_cam: int | None,
+                        models_dir: Path = Path("models")) -> dict[str, Any]:  # fmt: skip
+    """Every classification statistic of one experiment; returns metrics, card parts, figures and warnings.
+
+    ``models_dir`` holds the experiment's baselines folder (``spec.baselines``), when it has one.
+    """
     from covidscan.evaluation.curves import grid_curve, multiclass_auroc
     from covidscan.evaluation.experiment import class_probs, class_scores, run_model
     from covidscan.evaluation.metrics import multiclass_indices
@@ -181,6 +267,9 @@ def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, para
     metrics["per_source"] = {r["source"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_source}
     metrics["per_centre"] = {r["centre"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_centre}
     metrics["time_per_case_s"] = {"mean": float(outs.seconds.mean()), "median": float(np.median(outs.seconds))}
+    confound, purity_rows = _confound(records, cfg)
+    metrics["confound"] = confound
+    tables["Confound check: label purity by source and centre"] = purity_rows
     if model.card.input_spec.kind == "ct_volume":
         metrics["time_per_volume_s"] = metrics["time_per_case_s"]["mean"]
 
@@ -205,7 +294,13 @@ def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, para
     figures.update(cams)
     metrics["centres"] = agreement
     card_metrics = result["card"]["metrics"]
-    return {"metrics": metrics, "tables": tables, "figures": figures, "card_metrics": card_metrics, "shortcut": shortcut, "records": records}
+    if spec.baselines:
+        own = {"threshold": threshold, "auroc": metrics.get("auroc_ci"), **{k: metrics[k] for k in ("sensitivity", "specificity", "n", "n_positive")}}
+        comparison = {model.card.arch: own, **_compare_baselines(spec, records, params, models_dir / spec.baselines)}
+        metrics["comparison"] = comparison
+        tables[COMPARISON_TABLE] = [_comparison_row(name, row) for name, row in comparison.items()]
+    return {"metrics": metrics, "tables": tables, "figures": figures, "card_metrics": card_metrics, "shortcut": shortcut, "records": records,
+            "warnings": [confound["warning"]] if confound["warning"] else []}  # fmt: skip
 
 
 def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: Params, out_dir: Path) -> dict[str, Any]:
@@ -283,8 +378,10 @@ def evaluate_experiment(params: Params, name: str, models_dir: Path, metrics_dir
     model = load_model(model_path)
     records = test_records(spec, _read(SPLITS), _read(PROCESSED / "index.parquet"), _read(INGEST / "manifest.parquet"))
     splits = _read(SPLITS)
-    sub = splits[splits["subset"].isin(spec.subsets)].drop_duplicates("record_id").set_index("record_id")
-    if "seed004_subset" in sub:
+    # seed 004's S1/S2/S3 rows belong to its centre-held-out sub-datasets (splits.centre_subsets) only
+    centre = [s for s in spec.subsets if s in params.splits.centre_subsets]
+    if centre and "seed004_subset" in splits:
+        sub = splits[splits["subset"].isin(centre)].drop_duplicates("record_id").set_index("record_id")
         records["seed004_subset"] = records["record_id"].map(sub["seed004_subset"]).fillna("")
     records = usable_records(records, model.card.input_spec.kind)
     out_dir = reports_dir / name
@@ -293,7 +390,7 @@ def evaluate_experiment(params: Params, name: str, models_dir: Path, metrics_dir
     if model.card.task == "regression":
         res = evaluate_regressor(model, model_path, records, params, out_dir)
     else:
-        res = evaluate_classifier(model, spec, records, params, out_dir, max_cam)
+        res = evaluate_classifier(model, spec, records, params, out_dir, max_cam, models_dir)
     metrics = {"experiment": name, "model": spec.model, **res["metrics"]}
     metrics_path = write_metrics_json(metrics, metrics_dir / f"{name}.json")
     recs = res["records"]
@@ -316,6 +413,7 @@ def evaluate_experiment(params: Params, name: str, models_dir: Path, metrics_dir
         tables=res["tables"],
         shortcut=res["shortcut"],
         extra={"model file": str(model_path), "bootstrap resamples": params.evaluate.bootstrap},
+        warnings=res.get("warnings", ()),
     )
     return {"metrics_path": metrics_path, "card_path": card_path, "figures": res["figures"], "metrics": metrics, "out_dir": out_dir}
 

@@ -8,7 +8,8 @@ experiment's test set (:func:`covidscan.evaluation.promotion.gate_registered`: t
 bootstrap CI of AUROC vs the champion's AUROC minus ``registry.auroc_margin``, sensitivity vs
 ``registry.min_sensitivity``; CNNRF by MSE). The decision and its figures become tags on the version, the
 experiment's model card (``reports/evaluate/<exp>/model_card.html``) is attached, and ``champion`` moves
-when the gate passes. Writes ``metrics/register.json`` (the decisions). Models never registered are
+when the gate passes. A test set whose label is named by its source or centre (``evaluate.confound_purity``)
+is recorded as a note on the decision, the ``covidscan.confound`` tag and the version's description. Writes ``metrics/register.json`` (the decisions). Models never registered are
 skipped with a warning.
 """
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             report[name] = {"version": version, "experiment": exp, **decision.as_dict()}
             log_metrics({f"{name}/promoted": float(bool(decision.promote))})
             log.info("%s v%s: %s (%s)", name, version, "promoted" if decision.promote else "kept champion", decision.reason)
+            for note in decision.notes:
+                log.warning("%s v%s: %s", name, version, note)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, sort_keys=True, default=float).replace("NaN", "null") + "\n")
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         val_auroc = ti.binary_auroc(val_rows["y"].to_numpy(), ti.predict(model, val)[:, 1])
         log_metrics({"val_auroc_final": val_auroc, "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(test_rows)})
         log_model(
-            model, "csacnet", ti.example_batch(val, 1), registered_name="covidscan-csacnet", data_version=data_version,
+            model, "csacnet", ti.example_batch(val, 1), registered_name="covidscan-csacnet", data_version=data_version, preprocess=params.preprocess,
             checkpoint={"state_dict": model.state_dict(), "config": model.card.build},
         )  # fmt: skip
         ti.log_peak_rss()

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             log_metrics({"val_mse_normalised": float(np.mean((pred - target) ** 2))})
         log_metrics({"n_train_crops": len(train_set), "n_val_crops": len(val_set) if val_set is not None else 0})
         log_model(
-            model, "cnnrf", ti.example_batch(train_set, 1), registered_name="covidscan-cnnrf", data_version=data_version,
+            model, "cnnrf", ti.example_batch(train_set, 1), registered_name="covidscan-cnnrf", data_version=data_version, preprocess=params.preprocess,
             checkpoint={"state_dict": model.state_dict(), "config": model.card.build},  # the config carries the target range
         )  # fmt: skip
         ti.log_peak_rss()

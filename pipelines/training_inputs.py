@@ -3,8 +3,9 @@
 The tasks of the 2D framework (``xray``: XMDS, ``ct``: CTMDS; classes normal, pneumonia, covid19), their
 rows and datasets live in :mod:`covidscan.training.tasks` (shared with the tuning studies) and are
 re-exported here. Influenza records (XHDS, CTHDS) are left out of teacher and student training (the
-paper's classifier has three classes); experiment C (covid19 vs influenza) scores them with the covid19
-probability.
+paper's classifier has three classes); experiment C (covid19 vs influenza) therefore needs a model that has
+an influenza output: :func:`covidscan.evaluation.experiment.class_scores` refuses a model that lacks one of
+an experiment's classes.
 """
 
 from __future__ import annotations

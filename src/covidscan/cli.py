@@ -210,15 +210,20 @@ def evaluate_external_command(
     profile: ProfileOption = None,
     positive: Annotated[list[str], typer.Option("--positive", help="Positive class(es).")] = ["covid19"],  # noqa: B006
 ) -> None:
-    """Validate a registered model on an external source: ingest, preprocess, indices with CIs, report."""
+    """Validate a registered model on an external source: ingest, preprocess, indices with CIs, report.
+
+    The source is preprocessed as the registered version was (its ``covidscan.preprocess`` tag), not
+    with the current params.yaml's ``preprocess`` section.
+    """
     import tempfile
 
     from covidscan.config import Params, load_params
     from covidscan.errors import ConfigError
     from covidscan.evaluation.external import evaluate_external, parse_source
     from covidscan.evaluation.report import flatten_metrics
-    from covidscan.tracking.registry import load_model
-    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+    from covidscan.models.zoo import load_model
+    from covidscan.tracking.registry import export_checkpoint, recorded_preprocess
+    from covidscan.tracking.runs import log_artifact, log_dict, log_metrics, stage_run
 
     p = load_params(params or Path("params.yaml"), profile=profile) if (params or Path("params.yaml").is_file()) else Params()
     spec = parse_source(source)
@@ -227,9 +232,14 @@ def evaluate_external_command(
         raise ConfigError(f"--model {model!r}: expected <registered name>@<alias> or <registered name>/<version>")
     uri = f"models:/{name}@{version}" if "@" in model else f"models:/{name}/{version}"
     with stage_run("evaluate-external", p.evaluate, experiment=p.run.experiment_name, tags={"covidscan.model_uri": uri, "covidscan.source_adapter": spec.adapter}):
-        loaded = load_model(uri)
         with tempfile.TemporaryDirectory(prefix="covidscan-external-") as work:
-            result = evaluate_external(loaded, spec, p, out_dir, work, positive=positive)
+            # the version's own preprocessing (recorded at registration), not the current params.yaml's
+            info = export_checkpoint(name, version, Path(work) / "model.pt")
+            loaded = load_model(Path(work) / "model.pt")
+            pre, origin = recorded_preprocess(info["tags"], loaded.card.to_dict(), p.preprocess)
+            log_dict({"version": info["version"], "origin": origin, "preprocess": pre.model_dump(mode="json")}, "preprocess.json")
+            result = evaluate_external(loaded, spec, p.model_copy(update={"preprocess": pre}), out_dir, Path(work) / "data", positive=positive,
+                                       preprocess_origin=f"{origin} ({info['uri']})")  # fmt: skip
         flat = {k: float(v) for k, v in flatten_metrics(result["metrics"]).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         log_metrics({k.replace("+", "_"): v for k, v in flat.items()})
         for path in sorted(Path(out_dir).rglob("*")):

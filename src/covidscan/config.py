@@ -128,6 +128,9 @@ class ExperimentSpec(Section):
     negative: list[ClassName] = Field(default_factory=list)
     model: str = "student"
     description: str = ""
+    # a folder under the models folder with the baselines stage's models (resnet3d.pt, svm.joblib,
+    # random_forest.joblib, features.json), scored side by side on the same test cases (seed 004's table)
+    baselines: str = ""
 
 
 class SplitsConfig(Section):
@@ -377,6 +380,9 @@ class EvaluateConfig(Section):
     dbscan_eps: float = Field(1.5, gt=0)  # assumed; pixels (8-connected neighbours are within 1.5)
     dbscan_min_samples: int = Field(4, ge=1)  # assumed
     shortcut_folds: int = Field(5, ge=2)  # assumed; CV folds of the source-shortcut probe
+    # assumed: an experiment whose test labels are named by their source or centre for at least this share
+    # of the cases (label purity, covidscan.explain.shortcut.confound_check) carries a confound warning
+    confound_purity: float = Field(0.95, gt=0, le=1)
 
 
 # --------------------------------------------------------------- registry and serving (issue 9)
@@ -555,9 +561,9 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_regressor": ("run", "subsets", "preprocess", "models", "train"),
     "train_csacnet": ("run", "subsets", "preprocess", "models", "train"),
     "baselines": ("run", "subsets", "preprocess", "models", "train"),
-    "evaluate": ("run", "subsets", "experiments", "preprocess", "models", "evaluate"),
+    "evaluate": ("run", "subsets", "splits", "experiments", "preprocess", "models", "evaluate"),
     "tune": ("run", "subsets", "splits", "preprocess", "models", "train", "tune"),
-    "register": ("run", "subsets", "experiments", "preprocess", "registry"),
+    "register": ("run", "subsets", "experiments", "preprocess", "evaluate", "registry"),
 }
 
 

@@ -1,8 +1,9 @@
 """`covidscan evaluate-external`: a registered model on a second synthetic dataset (another seed), for real.
 
-The model is registered in a temporary sqlite MLflow store as the training stages register it; the
-dataset is written by the synthetic generator and read through the `hospital` adapter; the command runs
-as a user runs it (a subprocess) and writes the full report.
+The model is registered in a temporary sqlite MLflow store as the training stages register it (with its
+preprocessing); the dataset is written by the synthetic generator and read through the `hospital`
+adapter; params.yaml then changes its preprocessing, and the command, run as a user runs it (a
+subprocess), must still preprocess as the model was trained and write the full report.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from covidscan.config import load_params
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -26,9 +28,9 @@ NAME = "covidscan-student-xray"
 @pytest.fixture()
 def registered(tmp_path, monkeypatch):
     """A tiny X-ray student (tiny-profile sizes) registered and aliased `champion`; returns the env."""
-    from covidscan.config import load_params
     from covidscan.models.zoo import build_model
-    from covidscan.tracking.registry import set_alias
+    from covidscan.tracking.registry import log_model, set_alias
+    from covidscan.tracking.runs import stage_run
     from tests.serving import tiny_models as tm
 
     env = {
@@ -39,9 +41,13 @@ def registered(tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     p = load_params(ROOT / "params.yaml", profile="tiny")
-    model = build_model("student", p.models, input_size=p.preprocess.xray_size, class_labels=["normal", "pneumonia", "covid19"], kind="image2d")
-    version = tm.register(model.eval(), NAME)
-    set_alias(NAME, "champion", version)
+    # the source has influenza X-rays: the model must have every class it is scored on (no fallback)
+    labels = ["normal", "pneumonia", "covid19", "influenza"]
+    model = build_model("student", p.models, input_size=p.preprocess.xray_size, class_labels=labels, kind="image2d").eval()
+    with stage_run("distill", None, experiment="external-tests"):  # as the training stages register a model
+        info = log_model(model, "student-xray", tm.example(model), registered_name=NAME, data_version="test", preprocess=p.preprocess,
+                         checkpoint={"state_dict": model.state_dict(), "config": model.card.build})  # fmt: skip
+    set_alias(NAME, "champion", str(info.registered_model_version))
     return {**os.environ, **env, "OMP_NUM_THREADS": "1"}
 
 
@@ -49,14 +55,24 @@ def test_evaluate_external_on_another_synthetic_dataset(tmp_path, registered):
     source = tmp_path / "second-site"
     synth = [sys.executable, "-m", "covidscan.cli", "synth", "--out", str(source), "--scale", "tiny", "--seed", "7"]
     subprocess.run(synth, cwd=tmp_path, env=registered, check=True, capture_output=True, timeout=300)
+    # params.yaml changed since the model was registered: another X-ray size and colour map
+    tiny = load_params(ROOT / "params.yaml", profile="tiny").preprocess
+    params = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text()
+    line = f"preprocess: {{xray_size: {tiny.xray_size}, ct_slices: {tiny.ct_slices},"  # the tiny profile's
+    assert text.count(line) == 1
+    params.write_text(text.replace(line, f"preprocess: {{xray_size: {tiny.xray_size + 16}, colormap: gray3, ct_slices: {tiny.ct_slices},"))
+    assert load_params(params, profile="tiny").preprocess.xray_size == tiny.xray_size + 16
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "covidscan.cli", "evaluate-external", "--model", f"{NAME}@champion",
-           "--source", f"hospital:{source}", "--params", str(ROOT / "params.yaml"), "--profile", "tiny", "--out", str(out)]  # fmt: skip
+           "--source", f"hospital:{source}", "--params", str(params), "--profile", "tiny", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=registered, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "research use only" in proc.stdout.lower()
 
     metrics = json.loads((out / "metrics.json").read_text())
+    # preprocessed as the registered version was, not with the current params.yaml
+    assert metrics["preprocess.xray_size"] == tiny.xray_size and metrics["preprocess.colormap"] == tiny.colormap
     truth = json.loads((source / "ground_truth.json").read_text())
     n_xray = sum(1 for path in truth["cases"] if path.startswith("dicom/xray/"))
     assert metrics["n"] == n_xray > 0  # every X-ray of the second site; the CT volumes do not fit this model

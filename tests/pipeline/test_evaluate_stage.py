@@ -61,6 +61,9 @@ def test_experiment_specific_metrics(evaluated):
     assert any(k.startswith("subsets.S1 vs S2+S3.") for k in s)
     assert s["time_per_volume_s"] > 0
     assert "thresholds.0.50.sensitivity" in s
+    assert {"comparison.csacnet.auroc.low", "comparison.resnet3d.sensitivity.point", "comparison.resnet3d.n"} <= set(s)
+    a_free = json.loads((repo / "metrics" / "evaluate" / "B.json").read_text())
+    assert not any(k.startswith("subsets.S1 vs") for k in a_free) and "confound.purity" in a_free
     r = json.loads((repo / "metrics" / "evaluate" / "R-xray.json").read_text())
     assert {"multiclass.macro.f1", "multiclass.covid19.sensitivity", "multiclass.overall.kappa"} <= set(r)
 

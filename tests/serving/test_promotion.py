@@ -245,3 +245,26 @@ def test_a_registered_regressor_keeps_its_range(registry):
     v2 = tm.register(legacy, name, {"target_min": tm.TARGET_RANGE["low"], "target_max": tm.TARGET_RANGE["high"]})
     export_checkpoint(name, v2, registry / "v2.pt")
     assert load_model(registry / "v2.pt").card.require_target_range("v2").to_dict() == tm.TARGET_RANGE
+
+
+@pytest.mark.parametrize("by_source", [True, False])
+def test_gate_records_a_source_confounded_test_set_on_the_version(registry, by_source):
+    """Experiment A's layout (covid19 only from ccd, normal only from rsna): a note, a tag, the description."""
+    from covidscan.tracking.registry import resolve_version
+
+    name = tm.NAMES["xray"]
+    params, data = _params(), _gate_data(registry)
+    y = (data.index["label"] == "covid19").to_numpy()
+    data.manifest["source"] = np.where(y, "ccd", "rsna") if by_source else np.where(np.arange(y.size) % 4 < 2, "ccd", "rsna")
+    version = tm.register(tm.train_xray(steps=40, seed=0), name)
+    ver, decision = gate_registered(name, None, params, data)
+    assert ver == version
+    mv = resolve_version(name, ver)
+    if by_source:
+        assert decision.notes and "source determines the label for 100.0%" in decision.notes[0]
+        assert "CONFOUNDED" in mv.tags["covidscan.confound"] and mv.tags["gate.notes"] == decision.notes[0]
+        assert mv.tags["gate.confound.by"] == "source" and float(mv.tags["gate.confound.purity"]) == 1.0
+        assert "CONFOUNDED" in mv.description and "experiment A" in mv.description
+    else:
+        assert decision.notes == () and mv.tags["covidscan.confound"] == "none" and "gate.notes" not in mv.tags
+        assert "CONFOUNDED" not in mv.description

@@ -158,26 +158,43 @@ def run_model(model, rows: pd.DataFrame, processed_dir: Path, cfg: PreprocessCon
     return ModelOutputs(np.stack(outs), np.stack(feats), np.asarray(secs, dtype=float))
 
 
+GENERIC_PREFIX = "class_"  # labels of a model built without class names: class_0, class_1, ...
+COMPLEMENT_PREFIX = "non-"  # a binary model's "everything but <class>" output, e.g. non-covid19
+
+
 def class_scores(probs: np.ndarray, class_labels: Sequence[str], positive: Sequence[str], negative: Sequence[str]) -> np.ndarray:
     """The experiment's binary score: P(positive classes) renormalised over positive + negative classes.
 
-    A model whose labels are generic (``class_0``, ``class_1``) is read as binary with class 1 positive.
+    Every class of the experiment must be an output of the model; there is no fallback. Two binary
+    models are read explicitly:
+
+    * labels exactly ``[class_0, class_1]`` (a model built without class names): P(class_1);
+    * labels ``[non-<p>, <p>]`` (in either order) for an experiment with the single positive class
+      ``<p>`` (e.g. CSAC-Net's ``non-covid19`` / ``covid19``): P(<p>), the complement covering every
+      negative class.
 
     Raises:
-        DataError: none of the positive classes is an output of the model.
+        DataError: the model lacks one of the experiment's classes (the message names the experiment's
+            classes and the model's outputs).
     """
     p = np.asarray(probs, dtype=float)
     labels = list(class_labels)
-    pos = [labels.index(c) for c in positive if c in labels]
-    if not pos:
-        if p.shape[1] == 2 and not set(labels) & {"normal", "pneumonia", "covid19", "influenza"}:
-            return p[:, 1]
-        raise DataError(f"the model's outputs {labels} include none of the positive classes {list(positive)}")
-    neg = [labels.index(c) for c in negative if c in labels]
-    sp = p[:, pos].sum(1)
-    if not neg:
+    if p.ndim != 2 or p.shape[1] != len(labels):
+        raise DataError(f"model outputs of shape {p.shape} do not match its {len(labels)} class labels {labels}")
+    if labels == [f"{GENERIC_PREFIX}0", f"{GENERIC_PREFIX}1"]:
+        return p[:, 1]
+    if len(positive) == 1 and sorted(labels) == sorted([positive[0], f"{COMPLEMENT_PREFIX}{positive[0]}"]):
+        return p[:, labels.index(positive[0])]
+    missing = [c for c in [*positive, *negative] if c not in labels]
+    if missing:
+        raise DataError(
+            f"the experiment's classes {[*positive, *negative]} (positive {list(positive)}, negative {list(negative)}) are not all "
+            f"outputs of the model {labels}: it lacks {missing}; score it only on an experiment whose classes it was trained on"
+        )
+    sp = p[:, [labels.index(c) for c in positive]].sum(1)
+    if not negative:
         return np.clip(sp, 0.0, 1.0)
-    total = sp + p[:, neg].sum(1)
+    total = sp + p[:, [labels.index(c) for c in negative]].sum(1)
     return np.where(total > 0, sp / np.where(total > 0, total, 1.0), 0.0)
 
 

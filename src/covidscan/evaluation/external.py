@@ -66,17 +66,21 @@ def evaluate_external(
     *,
     positive: Sequence[str] = ("covid19",),
     salt: bytes | None = None,
+    preprocess_origin: str = "",
 ) -> dict[str, Any]:
     """Ingest, preprocess and evaluate one source; write metrics JSON, curves, figures and the card.
 
     Args:
         model: a classifier carrying a ``card`` (class labels, input kind, threshold).
         source: the source to read.
-        params: the parameters (``data`` for ingest, ``preprocess`` as the model was trained, ``evaluate``).
+        params: the parameters (``data`` for ingest, ``preprocess`` as the model was trained, ``evaluate``);
+            the CLI puts the registered version's preprocessing in
+            (:func:`covidscan.tracking.registry.recorded_preprocess`).
         out_dir: where the report goes.
         work_dir: scratch folder for the ingested and preprocessed data.
         positive: the positive classes; every other label in the source is negative.
         salt: pseudonymisation salt (default: the configured one).
+        preprocess_origin: where ``params.preprocess`` came from, for the report.
 
     Returns:
         ``{"metrics", "metrics_path", "card_path", "n"}``.
@@ -125,6 +129,7 @@ def evaluate_external(
     metrics["per_source"] = {r["source"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_source}
     metrics["per_centre"] = {r["centre"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_centre}
     metrics["time_per_case_s"] = float(outs.seconds.mean())
+    metrics["preprocess"] = params.preprocess.model_dump(mode="json")  # what the source was preprocessed with
     metrics_path = write_metrics_json(metrics, out / "metrics.json")
     tables = {**result["card"]["tables"], "Per source": per_source, "Per centre": per_centre}
     card_path = write_model_card(
@@ -140,5 +145,6 @@ def evaluate_external(
         metrics=result["card"]["metrics"],
         figures=result["figures"],
         tables=tables,
+        extra={"preprocessing": params.preprocess.model_dump_json(), "preprocessing from": preprocess_origin or "the given parameters"},
     )
     return {"metrics": metrics, "metrics_path": metrics_path, "card_path": card_path, "n": len(records)}

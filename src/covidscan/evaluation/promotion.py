@@ -19,7 +19,7 @@ figure used, so it can be written as tags on the model version
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,8 @@ class GateDecision:
         challenger: the challenger's figures (point, CI bounds, sensitivity, threshold, n).
         champion: the champion's figures (empty when there is none).
         rule: the thresholds applied (margin, floor).
+        notes: facts recorded with the decision that do not decide it (e.g. the test set's confound
+            warning, :func:`covidscan.explain.shortcut.confound_check`).
     """
 
     promote: bool
@@ -47,6 +49,7 @@ class GateDecision:
     challenger: dict[str, float] = field(default_factory=dict)
     champion: dict[str, float] = field(default_factory=dict)
     rule: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def as_tags(self, prefix: str = "gate") -> dict[str, str]:
         """Flat string tags, e.g. ``gate.decision = promoted``, ``gate.challenger.auroc_low = 0.91``."""
@@ -55,6 +58,8 @@ class GateDecision:
         for part in ("challenger", "champion", "rule"):
             for key, value in getattr(self, part).items():
                 tags[f"{prefix}.{part}.{key}"] = f"{value:.6g}" if isinstance(value, float) else str(value)
+        if self.notes:
+            tags[f"{prefix}.notes"] = " | ".join(self.notes)
         return tags
 
     def as_dict(self) -> dict[str, Any]:
@@ -220,9 +225,26 @@ def gate_models(challenger: Any, champion: Any | None, spec: Any, data: GateData
     return classifier_gate(y, scores, float(challenger.card.threshold), cfg, champ_scores, float(champion.card.threshold))
 
 
+def confound_of_test_set(spec: Any, data: GateData, kind: str, warn_at: float) -> dict[str, Any]:
+    """The confound check of an experiment's test cases (those a model of input ``kind`` takes).
+
+    See :func:`covidscan.explain.shortcut.confound_check`: the label purity by source and by centre.
+    """
+    from covidscan.evaluation.experiment import test_records, usable_records
+    from covidscan.explain.shortcut import confound_check
+
+    records = usable_records(test_records(spec, data.splits, data.index, data.manifest), kind)
+    groupings = {c: records[c].astype(str).to_numpy() for c in ("source", "centre") if c in records}
+    return confound_check(records["label"].astype(str).to_numpy(), groupings, warn_at)
+
+
 def gate_registered(registered_name: str, version: str | int | None, params: Any, data: GateData, card_path: Any = None,
                     force: bool = False) -> tuple[str, GateDecision]:  # fmt: skip
     """The register stage's step for one registered model: challenger alias, gate, tags, champion move.
+
+    The experiment's test set is also checked for a confound (the label named by the source or centre for
+    at least ``evaluate.confound_purity`` of the cases): the warning is recorded, not a refusal, as a note
+    on the decision (``gate.notes``), the ``covidscan.confound`` tag and the version's description.
 
     Args:
         registered_name: e.g. ``covidscan-student-xray``; ``params.registry.gates`` names its experiment.
@@ -262,6 +284,7 @@ def gate_registered(registered_name: str, version: str | int | None, params: Any
     with tempfile.TemporaryDirectory(prefix="covidscan-gate-") as tmp:
         reg.export_checkpoint(registered_name, ver, Path(tmp) / "challenger.pt")
         challenger = load_model(Path(tmp) / "challenger.pt")
+        confound = confound_of_test_set(params.experiments[exp], data, challenger.card.input_spec.kind, params.evaluate.confound_purity)
         champion = None
         if champion_mv is not None:
             reg.export_checkpoint(registered_name, champion_mv.version, Path(tmp) / "champion.pt")
@@ -271,11 +294,18 @@ def gate_registered(registered_name: str, version: str | int | None, params: Any
         else:
             where = (f"{registered_name} v{ver}", f"{registered_name} v{champion_mv.version} (champion)" if champion_mv is not None else "")
             decision = gate_models(challenger, champion, params.experiments[exp], data, params, where)
+    if confound["warning"]:
+        decision = replace(decision, notes=(*decision.notes, confound["warning"]))
     tags = decision.as_tags()
     tags["gate.experiment"] = exp
+    tags[reg.CONFOUND_TAG] = confound["warning"] or "none"
+    tags["gate.confound.by"], tags["gate.confound.purity"] = str(confound["by"]), f"{confound['purity']:.4g}"
     tags["gate.champion_version"] = "" if champion_mv is None else str(champion_mv.version)
-    tags[reg.PREPROCESS_TAG] = json.dumps(params.preprocess.model_dump(mode="json"), sort_keys=True)
-    reg.record_decision(registered_name, ver, tags, card_path)
+    if not (mv.tags or {}).get(reg.PREPROCESS_TAG):  # a version registered without it: what the gate scored with
+        tags[reg.PREPROCESS_TAG] = json.dumps(params.preprocess.model_dump(mode="json"), sort_keys=True)
+    verdict = "promoted" if decision.promote else "champion kept"
+    description = f"Gate on experiment {exp}: {verdict} ({decision.reason})." + (f" {confound['warning']}." if confound["warning"] else "")
+    reg.record_decision(registered_name, ver, tags, card_path, description=description)
     if decision.promote:
         reg.move_champion(registered_name, ver, cfg.champion_alias, cfg.previous_alias)
     return ver, decision

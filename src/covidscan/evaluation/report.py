@@ -7,9 +7,10 @@ attaches the card to a model version) can call it without knowing how the number
   reads; nested dicts are flattened with ``.``; NaN/inf become ``null`` (JSON has no NaN).
 - :func:`write_curve_csv` / :func:`write_curve_json`: curves for ``dvc plots`` (CSV with a header, or
   JSON ``{name: [{x: .., y: ..}, ...]}``).
-- :func:`write_model_card`: a self-contained HTML page with the research-use notice, intended use, data
-  summary, a metrics table with CIs, figures (linked relative to the page, or embedded as base64),
-  the source-shortcut table and the limitations. Every text value is HTML-escaped.
+- :func:`write_model_card`: a self-contained HTML page with warnings at the top (e.g. a confound: the
+  label named by the source), the research-use notice, intended use, data summary, a metrics table with
+  CIs, figures (linked relative to the page, or embedded as base64), the source-shortcut table and the
+  limitations. Every text value is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ def _img(path: Path, page_dir: Path, embed: bool, caption: str) -> str:
 CSS = """
 body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
 .notice{border:2px solid #b00;background:#fee;padding:.6rem 1rem;font-weight:bold}
+.warning{border:3px solid #c60;background:#fff3e0;padding:.6rem 1rem;font-weight:bold;font-size:1.1rem}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #bbb;padding:.2rem .5rem;text-align:left}
 figure{display:inline-block;margin:.5rem;vertical-align:top}figure img{max-width:28rem}
 figcaption{font-size:.85rem;color:#555}
@@ -255,6 +257,7 @@ def write_model_card(
     intended_use: str = INTENDED_USE,
     embed_figures: bool = False,
     extra: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> Path:
     """Write a model's HTML report / model card.
 
@@ -273,6 +276,8 @@ def write_model_card(
         intended_use: the intended-use statement (research only by default).
         embed_figures: embed PNGs as base64 data URIs (a single self-contained file).
         extra: further key -> value facts (run id, params, data digest ...).
+        warnings: sentences shown prominently at the top of the card, under the title (e.g. the
+            confound warning of :func:`covidscan.explain.shortcut.confound_check`).
 
     Returns:
         The written path.
@@ -292,6 +297,7 @@ def write_model_card(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Model card: {esc(model_name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Model card: {esc(model_name)}</h1>",
+        *(f'<p class="warning" role="alert">Warning: {esc(w)}</p>' for w in warnings if w),
         f'<p class="notice">{esc(RESEARCH_NOTICE)}</p>',
         "<h2>Intended use</h2>",
         f"<p>{esc(intended_use)}</p>",

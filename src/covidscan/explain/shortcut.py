@@ -6,6 +6,14 @@ disease. The probe fits a cross-validated logistic regression from simple image 
 pixels, intensity histogram) or from a model's feature vectors to the source label and reports the
 out-of-fold AUROC (binary, or macro one-vs-rest for several sources). An AUROC near 1 beside a near-1
 disease AUROC is a warning that the disease result may be a source shortcut; about 0.5 is chance.
+
+:func:`confound_check` looks at the test set's design rather than at the images: the *label purity* of a
+grouping (source or centre) is the share of cases whose label equals the majority label of their group.
+1.0 means the group alone names every label (seed 000's experiment A: every covid19 X-ray from one
+source, every normal from another); the base rate (the share of the overall majority label) is what
+purity is without any grouping. An experiment is flagged as confounded when, for source or centre, the
+purity is at least ``EvaluateConfig.confound_purity`` (0.95), above the base rate, with at least two
+groups.
 """
 
 from __future__ import annotations
@@ -175,3 +183,54 @@ def shortcut_table(
             }
         )
     return rows
+
+
+def label_purity(labels: Sequence[str] | np.ndarray, groups: Sequence[str] | np.ndarray) -> float:
+    """The share of cases whose label equals the majority label of their group (1.0: the group names the label).
+
+    Raises:
+        DataError: no cases, or labels and groups of different lengths.
+    """
+    y, g = np.asarray(labels).astype(str), np.asarray(groups).astype(str)
+    if y.size == 0 or y.shape != g.shape:
+        raise DataError(f"label purity needs one group per case, got {y.size} labels and {g.size} groups")
+    _, gi = np.unique(g, return_inverse=True)
+    _, yi = np.unique(y, return_inverse=True)
+    counts = np.zeros((gi.max() + 1, yi.max() + 1), dtype=int)
+    np.add.at(counts, (gi, yi), 1)
+    return float(counts.max(1).sum() / y.size)
+
+
+def confound_check(labels: Sequence[str] | np.ndarray, groupings: Mapping[str, Sequence[str] | np.ndarray], warn_at: float = 0.95) -> dict[str, float | int | str | bool]:
+    """Is the label (almost) determined by one of the groupings (source, centre)?
+
+    Args:
+        labels: the class label of each test case.
+        groupings: name -> group of each case, e.g. {"source": ..., "centre": ...}; the first of the
+            highest purity is reported.
+        warn_at: the purity at which the experiment is flagged (``EvaluateConfig.confound_purity``).
+
+    Returns:
+        ``{"by", "purity", "base_rate", "n_groups", "warn_at", "confounded", "warning"}``; ``warning`` is
+        "" when the experiment is not flagged.
+
+    Raises:
+        DataError: no grouping, or as :func:`label_purity`.
+    """
+    if not groupings:
+        raise DataError("confound check: no grouping (source/centre) given")
+    y = np.asarray(labels).astype(str)
+    values, counts = np.unique(y, return_counts=True)
+    base = float(counts.max() / y.size) if y.size else float("nan")
+    rows = []
+    for name, groups in groupings.items():
+        rows.append((label_purity(y, groups), len(set(np.asarray(groups).astype(str))), name))
+    purity, n_groups, by = max(rows, key=lambda r: r[0])  # max keeps the first of equal purities
+    confounded = bool(purity >= warn_at and purity > base and n_groups >= 2)
+    warning = ""
+    if confounded:
+        warning = (f"CONFOUNDED: the {by} determines the label for {purity:.1%} of the test cases (warn at {warn_at:.0%}; "
+                   f"the majority class alone: {base:.1%}); the model may recognise the {by}, not the disease, and its "
+                   f"indices do not show that it detects COVID-19")  # fmt: skip
+    return {"by": by, "purity": purity, "base_rate": base, "n_groups": int(n_groups), "warn_at": float(warn_at),
+            "confounded": confounded, "warning": warning}  # fmt: skip

@@ -143,3 +143,20 @@ def model_inputs(array: np.ndarray, kind: str, cfg: PreprocessConfig, spacing_sl
             out["ct_volume"] = ct_mod.ct_volume(array, spacing_slice, cfg, what=what)
         return out
     raise DataError(f"{what}: unknown kind {kind!r}; expected xray, ct_slice2d or ct_volume")
+
+
+def aligned_preprocess(card: dict[str, Any], pre: PreprocessConfig) -> PreprocessConfig:
+    """The preprocessing parameters with the input sizes the model was built for (its card wins)."""
+    spec = card["input_spec"]
+    size = list(spec["size"])
+    kind = spec["kind"]
+    update: dict[str, Any] = {}
+    if kind == "image2d":
+        update = {"xray_size": int(size[-1]), "ct_size": int(size[-1])}
+    elif kind == "ct_stack":
+        update = {"ct_slices": int(spec["channels"]), "ct_size": int(size[-1])}
+    elif kind == "ct_volume":
+        update = {"volume_slices": int(size[0]), "volume_size": int(size[-1])}
+    elif kind == "lesion_crop":
+        update = {"crop_size": int(size[-1])}
+    return pre.model_copy(update=update)

@@ -16,6 +16,7 @@ from typing import Any
 
 from covidscan.config import PreprocessConfig
 from covidscan.errors import DataError
+from covidscan.preprocess.spec import aligned_preprocess  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +70,6 @@ class BundleInfo:
         return {"name": self.name, "version": self.version, "alias": self.alias, "arch": self.card.get("arch", "")}
 
 
-def aligned_preprocess(card: dict[str, Any], pre: PreprocessConfig) -> PreprocessConfig:
-    """The preprocessing parameters with the input sizes the model was built for (its card wins)."""
-    spec = card["input_spec"]
-    size = list(spec["size"])
-    kind = spec["kind"]
-    update: dict[str, Any] = {}
-    if kind == "image2d":
-        update = {"xray_size": int(size[-1]), "ct_size": int(size[-1])}
-    elif kind == "ct_stack":
-        update = {"ct_slices": int(spec["channels"]), "ct_size": int(size[-1])}
-    elif kind == "ct_volume":
-        update = {"volume_slices": int(size[0]), "volume_size": int(size[-1])}
-    elif kind == "lesion_crop":
-        update = {"crop_size": int(size[-1])}
-    return pre.model_copy(update=update)
-
-
 def write_bundle(model_path: str | Path, dst: str | Path, *, role: str, name: str, version: str, alias: str, preprocess: PreprocessConfig) -> BundleInfo:
     """Copy a checkpoint into ``dst`` and write its ``serving.json``.
 
@@ -127,15 +111,18 @@ def read_bundle(folder: str | Path) -> BundleInfo:
 def bundle_from_registry(registered_name: str, alias: str, role: str, dst: str | Path, preprocess: PreprocessConfig) -> BundleInfo:
     """Resolve ``models:/<name>@<alias>`` in the MLflow registry and write it as a bundle.
 
-    The preprocessing parameters recorded on the version at promotion (``covidscan.preprocess`` tag)
-    win over ``preprocess`` (the current params.yaml).
+    The preprocessing parameters recorded on the version (``covidscan.preprocess`` tag, written at
+    registration and kept at promotion) win over ``preprocess`` (the current params.yaml); see
+    :func:`covidscan.tracking.registry.recorded_preprocess`.
     """
     import tempfile
 
-    from covidscan.tracking.registry import PREPROCESS_TAG, export_checkpoint
+    import torch
+
+    from covidscan.tracking.registry import export_checkpoint, recorded_preprocess
 
     with tempfile.TemporaryDirectory(prefix="covidscan-bundle-") as tmp:
         info = export_checkpoint(registered_name, alias, Path(tmp) / MODEL_FILE)
-        recorded = info["tags"].get(PREPROCESS_TAG)
-        pre = PreprocessConfig.model_validate_json(recorded) if recorded else preprocess
+        card = torch.load(Path(tmp) / MODEL_FILE, map_location="cpu", weights_only=True)["card"]
+        pre, _ = recorded_preprocess(info["tags"], card, preprocess)
         return write_bundle(Path(tmp) / MODEL_FILE, dst, role=role, name=registered_name, version=info["version"], alias=alias, preprocess=pre)

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_TAG = "covidscan.weights_artifact"  # run-relative path of the state_dict + config checkpoint
 CARD_TAG = "covidscan.model_card"  # artifact URI of the evaluation's model card attached at promotion
-PREPROCESS_TAG = "covidscan.preprocess"  # JSON of the preprocessing parameters the model was evaluated with
+PREPROCESS_TAG = "covidscan.preprocess"  # JSON of the preprocessing parameters the model was trained/evaluated with
+CONFOUND_TAG = "covidscan.confound"  # the gating test set's confound warning ("none" when there is none)
 SERIALIZATION_FORMAT = "pickle"  # explicit; "pt2" (torch.export) refuses the data-dependent gate
 
 
@@ -43,6 +44,7 @@ def log_model(
     data_version: str = "",
     checkpoint: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    preprocess: Any = None,
 ) -> Any:
     """Log a torch model on the active run and optionally register it.
 
@@ -54,6 +56,8 @@ def log_model(
         data_version: the data version (e.g. the manifest digest) tagged on the version.
         checkpoint: ``{"state_dict": ..., "config": ...}`` also stored as ``weights/model.pt``.
         tags: extra tags for the model version.
+        preprocess: the :class:`~covidscan.config.PreprocessConfig` the model was trained with, recorded as
+            the ``covidscan.preprocess`` tag (what serving and ``evaluate-external`` preprocess with).
 
     Returns:
         The MLflow ``ModelInfo`` (``registered_model_version`` set when registered).
@@ -85,7 +89,8 @@ def log_model(
         client = mlflow.MlflowClient()
         version = str(info.registered_model_version)
         weights = {WEIGHTS_TAG: f"{name}-weights/model.pt"} if checkpoint is not None else {}
-        for key, value in {"data_version": data_version, **weights, **(tags or {})}.items():
+        recorded = {PREPROCESS_TAG: preprocess.model_dump_json()} if preprocess is not None else {}
+        for key, value in {"data_version": data_version, **weights, **recorded, **(tags or {})}.items():
             client.set_model_version_tag(registered_name, version, key, str(value))
         log.info("registered %s version %s", registered_name, version)
     return info
@@ -112,6 +117,32 @@ def load_model(uri: str) -> Any:
 
 
 # ------------------------------------------------------------------------------- versions
+def recorded_preprocess(tags: dict[str, str], card: dict[str, Any], fallback: Any) -> tuple[Any, str]:
+    """The preprocessing a registered version was trained with, and where it came from.
+
+    The version's ``covidscan.preprocess`` tag (recorded at registration, or at promotion for versions
+    registered before that) wins. A version without it gets ``fallback`` (the current params.yaml) with
+    the input sizes of its model card (:func:`covidscan.preprocess.spec.aligned_preprocess`), logged as a
+    warning: the sizes are then the model's, the windowing and colour map the current parameters'.
+
+    Args:
+        tags: the version's tags.
+        card: the model card (``ModelCard.to_dict()``, as saved in the checkpoint).
+        fallback: the current :class:`~covidscan.config.PreprocessConfig`.
+
+    Returns:
+        (the preprocessing parameters, a short description of their origin).
+    """
+    from covidscan.config import PreprocessConfig
+    from covidscan.preprocess.spec import aligned_preprocess
+
+    recorded = (tags or {}).get(PREPROCESS_TAG)
+    if recorded:
+        return PreprocessConfig.model_validate_json(recorded), f"registry version tag {PREPROCESS_TAG}"
+    log.warning("the version has no %s tag: current preprocessing parameters with the model card's input sizes", PREPROCESS_TAG)
+    return aligned_preprocess(card, fallback), "current params.yaml with the model card's input sizes"
+
+
 def resolve_version(registered_name: str, ref: str | int) -> Any:
     """The model version a reference names: an alias (``champion``) or a version number.
 
@@ -191,16 +222,20 @@ def export_checkpoint(registered_name: str, ref: str | int, dst: str | Path) -> 
 
 
 # ------------------------------------------------------------------------------ promotion
-def record_decision(registered_name: str, version: str | int, tags: dict[str, str], card_path: str | Path | None = None) -> None:
+def record_decision(registered_name: str, version: str | int, tags: dict[str, str], card_path: str | Path | None = None,
+                    description: str | None = None) -> None:  # fmt: skip
     """Tag a version with the gate's decision and figures; attach the model card to its run.
 
     The card is logged as an artifact of the version's source run (``model_card/``) and its URI kept in
-    the ``covidscan.model_card`` tag (MLflow versions have no artifacts of their own).
+    the ``covidscan.model_card`` tag (MLflow versions have no artifacts of their own). ``description``
+    (e.g. the decision and a confound warning) becomes the version's description in the registry UI.
     """
     client = _mlflow().MlflowClient()
     mv = client.get_model_version(registered_name, str(version))
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, str(version), key, str(value)[:5000])
+    if description is not None:
+        client.update_model_version(registered_name, str(version), description=description[:5000])
     if card_path is not None and Path(card_path).is_file() and mv.run_id:
         client.log_artifact(mv.run_id, str(card_path), artifact_path="model_card")
         uri = f"runs:/{mv.run_id}/model_card/{Path(card_path).name}"
