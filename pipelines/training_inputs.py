@@ -29,6 +29,7 @@ from covidscan.training.tasks import (  # noqa: F401 - re-exported for the stage
     SPLITS,
     TASKS,
     binary_auroc,
+    build_classifier,
     image_dataset,
     in_channels,
     input_size,
@@ -36,6 +37,7 @@ from covidscan.training.tasks import (  # noqa: F401 - re-exported for the stage
     predict,
     seeded,
     subset_rows,
+    task_classes,
     task_rows,
 )
 
