@@ -106,6 +106,8 @@ def _perturb(model) -> None:
 def test_save_load_round_trip_identical(name, small_cfg, tmp_path):
     model = build_model(name, small_cfg(), **_inputs(name), threshold=0.42)
     _perturb(model)
+    if isinstance(model, CNNCF):
+        model.card.gate_opened = False  # what the training loop records; it must survive the round trip
     path = save_model(model, tmp_path / f"{name}.pt", extra={"note": "test"})
     model.eval()
     loaded = load_model(path)
@@ -116,6 +118,7 @@ def test_save_load_round_trip_identical(name, small_cfg, tmp_path):
     assert loaded.model_card() == model.model_card()
     assert loaded.threshold == 0.42
     if isinstance(model, CNNCF):
+        assert loaded.card.gate_opened is False
         assert loaded.gate.count == 1 and not loaded.gate.is_open
         loaded.update_gate(0.99)
         assert loaded.update_gate(0.99) is True

@@ -8,7 +8,9 @@ passes when
 * its sensitivity at its own operating threshold is at least ``RegistryConfig.min_sensitivity``.
 
 Without a champion, the first model becomes champion when it meets the sensitivity floor and its AUROC
-CI lies above chance (``first_min_auroc``). A regressor
+CI lies above chance (``first_min_auroc``). A challenger whose Control Gate Block never opened in training
+(``model.card.gate_opened`` False: stage II and the main head untrained) is refused before any scoring,
+with that reason. A regressor
 (CNNRF) passes when the upper bound of the bootstrap CI of its MSE is at most the champion's point MSE
 plus ``mse_margin``; both are scored on the challenger's scale (its card's ``target_range``; the
 champion's outputs are de-normalised with its own range first), and a regressor without its range is
@@ -201,6 +203,15 @@ def gate_models(challenger: Any, champion: Any | None, spec: Any, data: GateData
     """
     cfg: RegistryConfig = params.registry
     pre = params.preprocess
+    if getattr(challenger.card, "gate_opened", None) is False:
+        return GateDecision(
+            False,
+            "the challenger's Control Gate Block never opened in training (stage II and the main head untrained); refused",
+            "auroc" if challenger.card.task == "classification" else "mse",
+            {"gate_opened": 0.0},
+            {},
+            {"gate_opened_required": 1.0},
+        )
     if challenger.card.task == "regression":
         rng = challenger.card.require_target_range(model_names[0])
         champion_rng = champion.card.require_target_range(model_names[1]) if champion is not None else None

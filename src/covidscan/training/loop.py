@@ -71,7 +71,9 @@ class TrainResult:
             included).
         kept: "last" or "best"; best_epoch: the epoch whose weights were kept.
         gate_opened: whether every Control Gate Block opened (None: the model has no gate);
-            gate_opened_epoch: the first epoch after whose validation it was open.
+            gate_opened_epoch: the first epoch after whose validation it was open. A model with a card
+            (:class:`covidscan.models.card.ModelCard`) gets ``card.gate_opened``: whether every gate was
+            open in the weights kept.
         resumed_from: the completed epoch of the checkpoint resumed from (None: a fresh run).
         device: "cpu" or "cuda:0" etc.
         deterministic: whether deterministic algorithms were requested.
@@ -307,6 +309,15 @@ def train(
             state, best_epoch = best["state"], best["epoch"]
         else:
             state, best_epoch = cpu_state(model), (len(history) - 1 if history else None)
+        card = getattr(model, "card", None)
+        if gates and card is not None and hasattr(card, "gate_opened"):
+            # the model card records whether the weights kept were trained with every gate open
+            kept_open = bool(history[best_epoch].get("gate_open", 0.0) >= 1.0) if best_epoch is not None else False
+            card.gate_opened = kept_open
+            if gate_opened and not kept_open:
+                msg = f"keep={keep} kept epoch {best_epoch}, before every Control Gate Block had opened (stage II untrained in those weights)"
+                log.warning(msg)
+                report.append(msg)
         ops = sorted(determinism.nondeterministic_ops)
         if ops:
             report.append(f"no deterministic kernel on {device.type} for: {', '.join(ops)} (results may vary run to run)")
