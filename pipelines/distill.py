@@ -17,7 +17,9 @@ of the fused soft labels (covidscan.training.distill.usable_teachers), with a wa
 trains on the hard labels only (``distilled: false``; it is then its own no-KD control).
 
 The operating threshold is chosen on the internal validation fold (covid19 vs rest) by
-``evaluate.threshold_rule`` (``fixed`` -> ``evaluate.threshold``) and stored on the model. Writes
+``evaluate.threshold_rule`` (covidscan.evaluation.summary.operating_point; default: the highest
+specificity with sensitivity >= ``evaluate.min_sensitivity``; ``fixed`` -> ``evaluate.threshold``) and
+stored on the model. Writes
 ``models/student-<task>.pt``, ``metrics/distill.json`` (student vs no-KD validation AUROC per task)
 and logs + registers ``covidscan-student-<task>`` in MLflow with the data version (the ingest
 manifest's sha256, first 16 hex digits).
@@ -34,7 +36,6 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 
 from pipelines import stage_main
 from pipelines import training_inputs as ti
@@ -64,20 +65,6 @@ def load_teachers(task: str, names: list[str], cv: dict) -> tuple[dict, dict, di
             value = by_fold.get(fold)
             aurocs.setdefault(name, []).append(0.5 if value is None or not math.isfinite(value) else float(value))
     return models, aurocs, folds
-
-
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray, cfg) -> float:
-    """The operating threshold by ``evaluate.threshold_rule`` on validation data (fixed when a class is missing)."""
-    from covidscan.errors import DataError
-    from covidscan.evaluation.curves import choose_threshold as choose
-
-    if cfg.threshold_rule == "fixed":
-        return float(cfg.threshold)
-    try:
-        return choose(y_true, scores, rule=cfg.threshold_rule, min_sensitivity=cfg.min_sensitivity, step=cfg.threshold_step)
-    except DataError as err:
-        log.warning("threshold rule %s impossible (%s); using the fixed threshold %.3f", cfg.threshold_rule, err, cfg.threshold)
-        return float(cfg.threshold)
 
 
 def train_student(task: str, rows, val_fold: int, params, teachers) -> tuple[object, dict, list]:
@@ -154,14 +141,14 @@ def main(argv: list[str] | None = None) -> None:
                 nokd, nokd_hist = kd, kd_hist  # the same run: the student is its own no-KD control
             is_pos, score, example = student.val_data  # type: ignore[attr-defined]
             del student.val_data  # type: ignore[attr-defined]
-            threshold = choose_threshold(is_pos, score, params.evaluate)
-            ti.set_threshold(student, threshold)
+            point = ti.set_operating_threshold(student, is_pos, score, params.evaluate, f"student-{task}")
+            threshold = point.threshold
             path = save_model(student, Path("models") / f"student-{task}.pt", extra={"val_auroc": kd["val_auroc"], "data_version": data_version,
                                                                                       "teachers": {k: len(v) for k, v in models.items()}})  # fmt: skip
             ti.log_loss_curve({"KD": kd_hist, "no KD": nokd_hist}, f"figures/{task}_loss.png")
             report[task] = {
                 "student_val_auroc": kd["val_auroc"], "no_kd_val_auroc": nokd["val_auroc"], "threshold": threshold,
-                "threshold_rule": params.evaluate.threshold_rule, "gate_opened": kd["gate_opened"], "n_train": kd["n_train"], "n_val": kd["n_val"],
+                "threshold_rule": point.rule, "threshold_note": point.note, "gate_opened": kd["gate_opened"], "n_train": kd["n_train"], "n_val": kd["n_val"],
                 "teachers": {k: len(v) for k, v in models.items()}, "teachers_used": {k: len(v) for k, v in usable.items()},
                 "teachers_left_out": left_out, "distilled": bool(usable),
             }  # fmt: skip

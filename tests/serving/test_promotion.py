@@ -47,6 +47,19 @@ def test_sensitivity_floor_blocks_a_better_ranking_model():
     assert not d.promote and "sensitivity" in d.reason
 
 
+def test_specificity_floor_refuses_a_model_that_calls_everyone_positive():
+    """The demo's champion: AUROC 1 but every score above its threshold 0.5 (sensitivity 1, specificity 0)."""
+    y = np.array([0, 1] * 30)
+    s = 0.6 + 0.3 * y
+    first = classifier_gate(y, s, 0.5, CFG)
+    assert first.challenger["auroc"] == 1.0 and first.challenger["specificity"] == 0.0
+    assert not first.promote and "specificity 0.0000 < floor" in first.reason
+    assert not classifier_gate(y, s, 0.5, CFG, _scores(y, 0.3, 5), 0.5).promote
+    at_its_threshold = classifier_gate(y, s, 0.75, CFG)  # a threshold chosen on validation data
+    assert at_its_threshold.promote, at_its_threshold.reason
+    assert at_its_threshold.as_tags()["gate.rule.min_specificity"] == f"{CFG.min_specificity:.6g}"
+
+
 def test_gate_refuses_one_class_and_misaligned_sets():
     with pytest.raises(DataError, match="both classes"):
         classifier_gate(np.ones(10), np.ones(10), 0.5, CFG)
