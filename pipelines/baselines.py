@@ -5,7 +5,8 @@
 On the same CSDS centre-held-out split as train_csacnet (train = training centres minus the
 validation fold, test = the held-out centres):
 
-- MONAI's 3D ResNet (zoo ``resnet3d``), trained like CSAC-Net (``train.csacnet``, Augment3D);
+- MONAI's 3D ResNet (zoo ``resnet3d``), trained like CSAC-Net (``train.csacnet``, Augment3D), its
+  operating threshold chosen on the validation subset by ``evaluate.threshold_rule`` and stored on its card;
 - an SVM (RBF, ``C=1``, ``gamma="scale"``, balanced class weights) and a random forest (100 trees,
   balanced class weights, ``run.seed``) from scikit-learn, on simple volume features
   (:func:`covidscan.models.baselines.volume_features`): the volume average-pooled to ``--grid``^3 plus a
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, dict] = {}
     with stage_run("baselines", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": ti.manifest_digest()}):
         model, trained = ti.train_volume_model("resnet3d", params, train_rows, val_rows, prefix="resnet3d/")
-        save_model(model, OUT_DIR / "resnet3d.pt", extra={"history": trained.history})
+        point = ti.set_operating_threshold(model, val_rows["y"].to_numpy(), ti.predict(model, ti.volume_dataset(val_rows))[:, 1],
+                                           params.evaluate, "resnet3d")  # fmt: skip
+        save_model(model, OUT_DIR / "resnet3d.pt", extra={"history": trained.history, "threshold_rule": point.rule, "threshold_note": point.note})
         ti.log_loss_curve({"3D ResNet": trained.history}, "figures/resnet3d_loss.png")
         test_set = ti.volume_dataset(test_rows)
         y_test = test_rows["y"].to_numpy()

@@ -11,8 +11,15 @@ teacher probabilities (covidscan.training.distill.TeacherEnsemble over every non
 AUROCs from ``models/teachers/cv.json``), computed online on the same augmented batch. The same
 student without distillation trains on the same split with the same seed, for comparison.
 
+A teacher fold model whose Control Gate Block never opened (untrained stage II and head) is left out
+of the fused soft labels (covidscan.training.distill.usable_teachers), with a warning and its name under
+``teachers_left_out`` in ``metrics/distill.json``; when no teacher fold model is usable the student
+trains on the hard labels only (``distilled: false``; it is then its own no-KD control).
+
 The operating threshold is chosen on the internal validation fold (covid19 vs rest) by
-``evaluate.threshold_rule`` (``fixed`` -> ``evaluate.threshold``) and stored on the model. Writes
+``evaluate.threshold_rule`` (covidscan.evaluation.summary.operating_point; default: the highest
+specificity with sensitivity >= ``evaluate.min_sensitivity``; ``fixed`` -> ``evaluate.threshold``) and
+stored on the model. Writes
 ``models/student-<task>.pt``, ``metrics/distill.json`` (student vs no-KD validation AUROC per task)
 and logs + registers ``covidscan-student-<task>`` in MLflow with the data version (the ingest
 manifest's sha256, first 16 hex digits).
@@ -29,7 +36,6 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 
 from pipelines import stage_main
 from pipelines import training_inputs as ti
@@ -39,12 +45,14 @@ log = logging.getLogger("pipelines.distill")
 METRICS = Path("metrics/distill.json")
 
 
-def load_teachers(task: str, names: list[str], cv: dict) -> tuple[dict, dict]:
-    """teacher -> fold models (non-empty files, fold order), teacher -> their fold AUROCs (NaN -> 0.5)."""
+def load_teachers(task: str, names: list[str], cv: dict) -> tuple[dict, dict, dict]:
+    """teacher -> fold models (non-empty files, fold order), teacher -> their fold AUROCs (NaN -> 0.5),
+    teacher -> their fold numbers."""
     from covidscan.models.zoo import load_model
 
     models: dict[str, list] = {}
     aurocs: dict[str, list[float]] = {}
+    folds: dict[str, list[int]] = {}
     for name in names:
         info = cv.get(task, {}).get(name, {})
         by_fold = dict(zip(info.get("folds", []), info.get("fold_auroc", [])))
@@ -53,23 +61,10 @@ def load_teachers(task: str, names: list[str], cv: dict) -> tuple[dict, dict]:
                 continue  # marker of an unconfigured fold
             fold = int(path.stem.rsplit("-f", 1)[1])
             models.setdefault(name, []).append(load_model(path))
+            folds.setdefault(name, []).append(fold)
             value = by_fold.get(fold)
             aurocs.setdefault(name, []).append(0.5 if value is None or not math.isfinite(value) else float(value))
-    return models, aurocs
-
-
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray, cfg) -> float:
-    """The operating threshold by ``evaluate.threshold_rule`` on validation data (fixed when a class is missing)."""
-    from covidscan.errors import DataError
-    from covidscan.evaluation.curves import choose_threshold as choose
-
-    if cfg.threshold_rule == "fixed":
-        return float(cfg.threshold)
-    try:
-        return choose(y_true, scores, rule=cfg.threshold_rule, min_sensitivity=cfg.min_sensitivity, step=cfg.threshold_step)
-    except DataError as err:
-        log.warning("threshold rule %s impossible (%s); using the fixed threshold %.3f", cfg.threshold_rule, err, cfg.threshold)
-        return float(cfg.threshold)
+    return models, aurocs, folds
 
 
 def train_student(task: str, rows, val_fold: int, params, teachers) -> tuple[object, dict, list]:
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import log_metrics, stage_run
-    from covidscan.training.distill import TeacherEnsemble
+    from covidscan.training.distill import TeacherEnsemble, usable_teachers
 
     from covidscan.tuning.tuned import resolve_tuned, tuned_params
 
@@ -129,23 +124,33 @@ def main(argv: list[str] | None = None) -> None:
             rows = ti.task_rows(index, splits, task)
             if rows[rows["fold"] != args.val_fold].empty or rows[rows["fold"] == args.val_fold].empty:
                 raise DataError(f"task {task}: no train-val records for training or for validation fold {args.val_fold} (data/splits)")
-            models, aurocs = load_teachers(task, list(params.models.teachers), cv)
+            models, aurocs, folds = load_teachers(task, list(params.models.teachers), cv)
             if not models:
                 raise DataError(f"task {task}: no teacher fold models under {ti.TEACHERS_DIR / task} (run train_teacher first)")
-            ensemble = TeacherEnsemble(models, tuned_params(params, f"student-{task}").train.distill, aurocs)  # the student's T
-            student, kd, kd_hist = train_student(task, rows, args.val_fold, params, ensemble)
-            _, nokd, nokd_hist = train_student(task, rows, args.val_fold, params, None)
+            usable, usable_aurocs, closed = usable_teachers(models, aurocs)
+            left_out = [f"{name}-f{folds[name][i]}" for name, i in closed]
+            if left_out:
+                log.warning("%s: teacher fold models whose Control Gate Block never opened, left out of the soft labels: %s", task, ", ".join(left_out))
+            if usable:
+                ensemble = TeacherEnsemble(usable, tuned_params(params, f"student-{task}").train.distill, usable_aurocs)  # the student's T
+                student, kd, kd_hist = train_student(task, rows, args.val_fold, params, ensemble)
+                _, nokd, nokd_hist = train_student(task, rows, args.val_fold, params, None)
+            else:
+                log.warning("%s: no teacher fold model opened its Control Gate Block; the student trains on the hard labels only (no distillation)", task)
+                student, kd, kd_hist = train_student(task, rows, args.val_fold, params, None)
+                nokd, nokd_hist = kd, kd_hist  # the same run: the student is its own no-KD control
             is_pos, score, example = student.val_data  # type: ignore[attr-defined]
             del student.val_data  # type: ignore[attr-defined]
-            threshold = choose_threshold(is_pos, score, params.evaluate)
-            ti.set_threshold(student, threshold)
+            point = ti.set_operating_threshold(student, is_pos, score, params.evaluate, f"student-{task}")
+            threshold = point.threshold
             path = save_model(student, Path("models") / f"student-{task}.pt", extra={"val_auroc": kd["val_auroc"], "data_version": data_version,
                                                                                       "teachers": {k: len(v) for k, v in models.items()}})  # fmt: skip
             ti.log_loss_curve({"KD": kd_hist, "no KD": nokd_hist}, f"figures/{task}_loss.png")
             report[task] = {
                 "student_val_auroc": kd["val_auroc"], "no_kd_val_auroc": nokd["val_auroc"], "threshold": threshold,
-                "threshold_rule": params.evaluate.threshold_rule, "gate_opened": kd["gate_opened"], "n_train": kd["n_train"], "n_val": kd["n_val"],
-                "teachers": {k: len(v) for k, v in models.items()},
+                "threshold_rule": point.rule, "threshold_note": point.note, "gate_opened": kd["gate_opened"], "n_train": kd["n_train"], "n_val": kd["n_val"],
+                "teachers": {k: len(v) for k, v in models.items()}, "teachers_used": {k: len(v) for k, v in usable.items()},
+                "teachers_left_out": left_out, "distilled": bool(usable),
             }  # fmt: skip
             log_metrics({f"{task}/student_val_auroc": kd["val_auroc"], f"{task}/no_kd_val_auroc": nokd["val_auroc"], f"{task}/threshold": threshold})
             log_model(

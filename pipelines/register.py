@@ -5,8 +5,9 @@
 For every registered model named in ``params.registry.gates`` (registered name -> gating experiment),
 the newest version becomes ``challenger`` and is compared with the current ``champion`` on the
 experiment's test set (:func:`covidscan.evaluation.promotion.gate_registered`: the lower bound of the
-bootstrap CI of AUROC vs the champion's AUROC minus ``registry.auroc_margin``, sensitivity vs
-``registry.min_sensitivity``; CNNRF by MSE). The decision and its figures become tags on the version, the
+bootstrap CI of AUROC vs the champion's AUROC minus ``registry.auroc_margin``, and at the model's stored
+operating threshold sensitivity vs ``registry.min_sensitivity`` and specificity vs
+``registry.min_specificity``; a model whose Control Gate Block never opened is refused; CNNRF by MSE). The decision and its figures become tags on the version, the
 experiment's model card (``reports/evaluate/<exp>/model_card.html``) is attached, and ``champion`` moves
 when the gate passes. A test set whose label is named by its source or centre (``evaluate.confound_purity``)
 is recorded as a note on the decision, the ``covidscan.confound`` tag and the version's description. Writes ``metrics/register.json`` (the decisions). Models never registered are

@@ -6,8 +6,9 @@ Input: ``ct_volume`` (1 x volume_slices x volume_size x volume_size, [0, 1]); bi
 vs the rest); train part = the training centres minus train-val fold ``--val-fold`` (the validation
 subset); test = the held-out centres (``splits.centre_test``), untouched here. Cross-entropy (class
 weights per ``train.class_weights``), Adam per ``train.csacnet``, the 3D augmentation
-(covidscan.preprocess.augment.Augment3D). Writes ``models/csacnet.pt`` and registers
-``covidscan-csacnet``.
+(covidscan.preprocess.augment.Augment3D). The operating threshold is chosen on the validation subset by
+``evaluate.threshold_rule`` (as for the students; covidscan.evaluation.summary.operating_point) and
+stored on the model card. Writes ``models/csacnet.pt`` and registers ``covidscan-csacnet``.
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ def main(argv: list[str] | None = None) -> None:
     data_version = ti.manifest_digest()
     with stage_run("train_csacnet", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": data_version}):
         model, result = ti.train_volume_model("csacnet", params, train_rows, val_rows)
-        save_model(model, OUT, extra={"history": result.history, "n_train": len(train_rows), "n_val": len(val_rows)})
-        ti.log_loss_curve({"CSAC-Net": result.history}, "figures/loss.png")
         val = ti.volume_dataset(val_rows)
-        val_auroc = ti.binary_auroc(val_rows["y"].to_numpy(), ti.predict(model, val)[:, 1])
-        log_metrics({"val_auroc_final": val_auroc, "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(test_rows)})
+        val_scores = ti.predict(model, val)[:, 1]
+        val_auroc = ti.binary_auroc(val_rows["y"].to_numpy(), val_scores)
+        point = ti.set_operating_threshold(model, val_rows["y"].to_numpy(), val_scores, params.evaluate, "csacnet")
+        save_model(model, OUT, extra={"history": result.history, "n_train": len(train_rows), "n_val": len(val_rows),
+                                      "threshold_rule": point.rule, "threshold_note": point.note})  # fmt: skip
+        ti.log_loss_curve({"CSAC-Net": result.history}, "figures/loss.png")
+        log_metrics({"val_auroc_final": val_auroc, "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(test_rows),
+                     "threshold": point.threshold})  # fmt: skip
         log_model(
             model, "csacnet", ti.example_batch(val, 1), registered_name="covidscan-csacnet", data_version=data_version, preprocess=params.preprocess,
             checkpoint={"state_dict": model.state_dict(), "config": model.card.build},

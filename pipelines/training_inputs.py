@@ -89,6 +89,18 @@ def set_threshold(model: torch.nn.Module, threshold: float) -> None:
     model.card = dataclasses.replace(card, threshold=float(threshold), build=build)  # type: ignore[attr-defined]
 
 
+def set_operating_threshold(model: torch.nn.Module, y_val: Any, scores_val: Any, evaluate: Any, what: str) -> Any:
+    """Choose the model's operating threshold on its validation data (``evaluate.threshold_rule``,
+    covidscan.evaluation.summary.operating_point), store it on its card and return the OperatingPoint."""
+    from covidscan.evaluation.summary import operating_point
+
+    point = operating_point(evaluate, np.asarray(y_val), np.asarray(scores_val))
+    set_threshold(model, point.threshold)
+    log.info("%s: operating threshold %.3f (%s on %d validation cases)%s", what, point.threshold, point.rule, point.n_val,
+             f"; {point.note}" if point.note else "")  # fmt: skip
+    return point
+
+
 class EpochLogger:
     """The loop's callback: logs each epoch's metrics to MLflow (step = epoch) under ``prefix``."""
 

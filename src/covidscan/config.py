@@ -368,9 +368,12 @@ class EvaluateConfig(Section):
     ci_level: float = Field(0.95, gt=0, lt=1)  # percentile bootstrap interval
     bootstrap_seed: int = 0  # assumed; the same seed pairs the model's and the readers' resamples
     threshold: float = Field(0.5, ge=0, le=1)  # fixed operating threshold (the papers use 0.5)
-    # Operating threshold rule on validation data: "fixed" (the paper) | "youden" | "sensitivity_floor"
-    threshold_rule: Literal["fixed", "youden", "sensitivity_floor"] = "fixed"
-    min_sensitivity: float = Field(0.95, gt=0, le=1)  # assumed; for threshold_rule="sensitivity_floor"
+    # Operating threshold rule, applied on each model's validation data (never test), stored on its card:
+    # "specificity_at_sensitivity" (assumed default: the highest specificity with sensitivity >=
+    # min_sensitivity, middle of the tied thresholds) | "youden" | "sensitivity_floor" | "fixed" (the
+    # papers' `threshold`); see covidscan.evaluation.curves.choose_threshold
+    threshold_rule: Literal["specificity_at_sensitivity", "fixed", "youden", "sensitivity_floor"] = "specificity_at_sensitivity"
+    min_sensitivity: float = Field(0.9, gt=0, le=1)  # assumed (= registry.min_sensitivity); the rules' floor
     report_thresholds: list[float] = Field(
         default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7]
     )  # assumed; seed 004 Table 3 lists several thresholds incl. 0.5
@@ -390,10 +393,11 @@ class RegistryConfig(Section):
     """The MLflow registry promotion gate (``covidscan.evaluation.promotion``, the ``register`` stage).
 
     A new version becomes ``challenger``; it replaces ``champion`` when, on the same test set, the lower
-    bound of its bootstrap CI of AUROC is at least the champion's point AUROC minus ``auroc_margin`` and
-    its sensitivity at its own operating threshold is at least ``min_sensitivity``. The first version of a
-    model becomes champion when it meets the sensitivity floor and the lower bound of its AUROC CI is above
-    ``first_min_auroc`` (chance). Regressors (CNNRF): the upper bound of
+    bound of its bootstrap CI of AUROC is at least the champion's point AUROC minus ``auroc_margin`` and,
+    at its own operating threshold (its model card), its sensitivity is at least ``min_sensitivity`` and
+    its specificity at least ``min_specificity``. The first version of a model becomes champion when it
+    meets both floors and the lower bound of its AUROC CI is above ``first_min_auroc`` (chance). A model
+    whose Control Gate Block never opened is refused. Regressors (CNNRF): the upper bound of
     the challenger's bootstrap CI of MSE at most the champion's point MSE plus ``mse_margin``.
     """
 
@@ -402,6 +406,7 @@ class RegistryConfig(Section):
     previous_alias: str = "previous-champion"  # the champion a promotion replaced (for rollback)
     auroc_margin: float = Field(0.02, ge=0, le=1)  # assumed
     min_sensitivity: float = Field(0.9, ge=0, le=1)  # assumed; seed 004 reports 0.915 on its external centre
+    min_specificity: float = Field(0.8, ge=0, le=1)  # assumed; a screening operating point (issue 12's acceptance level)
     # the first version becomes champion only when the lower bound of its AUROC CI is above this (chance)
     first_min_auroc: float = Field(0.5, ge=0, le=1)  # assumed
     mse_margin: float = Field(0.005, ge=0)  # assumed; on the min-max normalised indicators
@@ -557,10 +562,10 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "preprocess": ("run", "preprocess"),
     "train_teacher": ("run", "subsets", "splits", "preprocess", "models", "train"),
     "aggregate_cv": ("run", "models", "evaluate"),
-    "distill": ("run", "subsets", "splits", "preprocess", "models", "train", "tune"),
+    "distill": ("run", "subsets", "splits", "preprocess", "models", "train", "evaluate", "tune"),
     "train_regressor": ("run", "subsets", "preprocess", "models", "train"),
-    "train_csacnet": ("run", "subsets", "preprocess", "models", "train"),
-    "baselines": ("run", "subsets", "preprocess", "models", "train"),
+    "train_csacnet": ("run", "subsets", "preprocess", "models", "train", "evaluate"),
+    "baselines": ("run", "subsets", "preprocess", "models", "train", "evaluate"),
     "evaluate": ("run", "subsets", "splits", "experiments", "preprocess", "models", "evaluate"),
     "tune": ("run", "subsets", "splits", "preprocess", "models", "train", "tune"),
     "register": ("run", "subsets", "experiments", "preprocess", "evaluate", "registry"),

@@ -150,6 +150,31 @@ def test_sensitivity_floor_is_highest_threshold_meeting_it() -> None:
         choose_threshold(y, s, rule="magic")
 
 
+def test_specificity_at_sensitivity_is_the_default_and_takes_the_middle_of_a_tie() -> None:
+    # the demo's champion: a perfect ranking with every score above 0.5 (at 0.5: sensitivity 1, specificity 0)
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.60, 0.62, 0.70, 0.80, 0.85, 0.90])
+    thr = choose_threshold(y, s)  # the default rule
+    ind = indices_at_threshold(y, s, thr)
+    assert ind["sensitivity"] == 1.0 and ind["specificity"] == 1.0
+    assert thr == pytest.approx(0.75)  # grid 0.705 .. 0.800 all separate the classes: the middle one, not an edge
+    # the fixed 0.5 of the papers calls every negative positive
+    assert indices_at_threshold(y, s, 0.5)["specificity"] == 0.0
+
+
+def test_specificity_at_sensitivity_maximises_specificity_above_the_floor() -> None:
+    y, s = _scores(1)
+    thr = choose_threshold(y, s, rule="specificity_at_sensitivity", min_sensitivity=0.9)
+    grid = threshold_grid(0.005)
+    sens = np.array([indices_at_threshold(y, s, t)["sensitivity"] for t in grid])
+    spec = np.array([indices_at_threshold(y, s, t)["specificity"] for t in grid])
+    best = spec[sens >= 0.9].max()
+    ind = indices_at_threshold(y, s, thr)
+    assert ind["sensitivity"] >= 0.9 and ind["specificity"] == pytest.approx(best)
+    ties = grid[(sens >= 0.9) & np.isclose(spec, best)]
+    assert thr == pytest.approx(ties[(len(ties) - 1) // 2])
+
+
 def test_plots_are_written(tmp_path) -> None:
     y, s = _scores(2)
     curve = grid_curve(y, s)

@@ -54,10 +54,29 @@ def test_evaluate_binary_end_to_end(tmp_path) -> None:
 
 def test_operating_threshold_rules() -> None:
     y, s, _ = _data()
-    assert operating_threshold(EvaluateConfig()) == 0.5
+    assert operating_threshold(EvaluateConfig(threshold_rule="fixed")) == 0.5
     thr = operating_threshold(
         EvaluateConfig(threshold_rule="sensitivity_floor", min_sensitivity=0.9), y, s
     )
     assert (s[y == 1] >= thr).mean() >= 0.9
     with pytest.raises(DataError):
         operating_threshold(EvaluateConfig(threshold_rule="youden"))
+
+
+def test_default_operating_point_is_chosen_on_validation_data() -> None:
+    """The default rule gives a usable operating point, not the fixed 0.5 (at which a model whose scores
+    all lie above 0.5 calls everyone positive); a validation set without both classes falls back to the
+    fixed threshold and says so."""
+    from covidscan.evaluation.summary import operating_point
+
+    cfg = EvaluateConfig()
+    assert cfg.threshold_rule == "specificity_at_sensitivity" and cfg.min_sensitivity == 0.9
+    y = np.array([0, 1] * 20)
+    s = 0.55 + 0.4 * y + np.linspace(0, 0.03, y.size)  # perfect ranking, everything above 0.5
+    point = operating_point(cfg, y, s)
+    assert point.rule == "specificity_at_sensitivity" and point.n_val == 40 and point.note == ""
+    calls = s >= point.threshold
+    assert calls[y == 1].all() and not calls[y == 0].any()
+    one_class = operating_point(cfg, np.ones(5, int), np.linspace(0.6, 0.9, 5))
+    assert one_class.threshold == 0.5 and one_class.rule == "fixed" and "positive of 5" in one_class.note
+    assert operating_point(EvaluateConfig(threshold_rule="fixed", threshold=0.3), y, s).threshold == 0.3

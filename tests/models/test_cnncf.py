@@ -31,7 +31,7 @@ def test_cnncf_shapes(kwargs, in_shape, out_shape):
     x = torch.randn(in_shape)
     model.open_gates()
     logits, aux = model.forward_with_aux(x)
-    assert logits.shape == out_shape and aux.shape == out_shape
+    assert logits.shape == out_shape and len(aux) == kwargs.get("Q", 1) and all(a.shape == out_shape for a in aux)
     model.eval()
     with torch.no_grad():
         feats = model.forward_features(x)
@@ -101,7 +101,7 @@ def test_all_teachers_and_student_build_at_64_with_narrow_widths(name, small_cfg
     c = cfg.cnncf if name == "student" else teacher_config(name, cfg)
     model = CNNCF.from_config(c, num_classes=3, in_channels=3, input_size=64)
     model.open_gates()
-    logits, aux = model.forward_with_aux(torch.randn(2, 3, 64, 64))
+    logits, (aux,) = model.forward_with_aux(torch.randn(2, 3, 64, 64))
     assert logits.shape == aux.shape == (2, 3)
 
 
@@ -123,7 +123,7 @@ def _closed_gate_step(model: CNNCF, x: torch.Tensor, y: torch.Tensor) -> None:
     model.train()
     model.zero_grad(set_to_none=True)
     logits, aux = model.forward_with_aux(x)
-    loss = F.cross_entropy(logits, y) + model.lambda_aux * F.cross_entropy(aux, y)
+    loss = F.cross_entropy(logits, y) + model.lambda_aux * F.cross_entropy(aux[model.active_gate_index()], y)
     loss.backward()
 
 
@@ -160,8 +160,11 @@ def test_q2_gates_open_in_order():
     model = CNNCF(**SMALL, num_classes=2, input_size=128, Q=2, stride_b=1, ths_count=1)
     x = torch.randn(2, 3, 128, 128)
     assert model.active_gate_index() == 0
-    logits, aux = model.forward_with_aux(x)
-    assert torch.equal(aux, model.forward_features(x)["aux"][0])
+    model.eval()  # deterministic BN: the two forward passes must agree
+    with torch.no_grad():
+        logits, aux = model.forward_with_aux(x)
+        assert len(aux) == 2 and all(torch.equal(a, b) for a, b in zip(aux, model.forward_features(x)["aux"]))
+    model.train()
     assert model.update_gate(1.0) is False  # first gate opens, second still closed
     assert model.gates[0].is_open and not model.gates[1].is_open
     assert model.active_gate_index() == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from covidscan.config import ExperimentSpec, Params, RegistryConfig, SubsetSpec
 from covidscan.errors import DataError
@@ -44,6 +45,19 @@ def test_sensitivity_floor_blocks_a_better_ranking_model():
     s = _scores(y, 0.9, 3) * 0.4  # perfect ranking, but nobody crosses 0.5
     d = classifier_gate(y, s, 0.5, CFG, _scores(y, 0.5, 4), 0.5)
     assert not d.promote and "sensitivity" in d.reason
+
+
+def test_specificity_floor_refuses_a_model_that_calls_everyone_positive():
+    """The demo's champion: AUROC 1 but every score above its threshold 0.5 (sensitivity 1, specificity 0)."""
+    y = np.array([0, 1] * 30)
+    s = 0.6 + 0.3 * y
+    first = classifier_gate(y, s, 0.5, CFG)
+    assert first.challenger["auroc"] == 1.0 and first.challenger["specificity"] == 0.0
+    assert not first.promote and "specificity 0.0000 < floor" in first.reason
+    assert not classifier_gate(y, s, 0.5, CFG, _scores(y, 0.3, 5), 0.5).promote
+    at_its_threshold = classifier_gate(y, s, 0.75, CFG)  # a threshold chosen on validation data
+    assert at_its_threshold.promote, at_its_threshold.reason
+    assert at_its_threshold.as_tags()["gate.rule.min_specificity"] == f"{CFG.min_specificity:.6g}"
 
 
 def test_gate_refuses_one_class_and_misaligned_sets():
@@ -143,6 +157,35 @@ def test_registry_keeps_the_champion_against_a_worse_challenger_and_moves_it_for
     assert str(version_by_alias(name, "champion").version) == v2
     result = CliRunner().invoke(app, ["rollback", "covidscan-unknown", "--params", str(registry / "absent.yaml")])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_a_model_whose_gate_never_opened_is_refused_with_the_reason_on_the_version(registry):
+    """The training loop records the closed gate on the model card; the card travels through the real
+    (sqlite) registry, and the promotion gate refuses the version, saying why, in its tags."""
+    from torch.utils.data import TensorDataset
+
+    from covidscan.config import OptimConfig, RunConfig
+    from covidscan.models.zoo import build_model
+    from covidscan.tracking.registry import resolve_version, version_by_alias
+    from covidscan.training.loop import train
+
+    name = tm.NAMES["xray"]
+    params, data = _params(), _gate_data(registry)
+    never = tm.TINY_MODELS.model_copy(update={"cnncf": tm.TINY_MODELS.cnncf.model_copy(update={"ths_sens": 1.0, "ths_count": 1000})})
+    model = build_model("student", never, input_size=32, class_labels=tm.LABELS, kind="image2d")
+    x, y = tm.bright_dark_images(16, seed=3)
+    ds = TensorDataset(torch.from_numpy(x).float() / 255.0, torch.from_numpy(y).long())
+    result = train(model, ds, ds, optim=OptimConfig(epochs=1, batch_size=8, lr=0.01, warmup_epochs=0), class_weights="none",
+                   run=RunConfig(seed=0, deterministic=True, device="cpu", num_workers=0))  # fmt: skip
+    assert result.gate_opened is False and model.card.gate_opened is False
+
+    version = tm.register(model.eval(), name)
+    ver, decision = gate_registered(name, None, params, data)
+    assert ver == version and not decision.promote and "never opened" in decision.reason
+    tags = resolve_version(name, version).tags
+    assert tags["gate.decision"] == "kept champion" and "never opened" in tags["gate.reason"]
+    assert tags["gate.challenger.gate_opened"] == "0"
+    assert version_by_alias(name, "champion") is None
 
 
 def test_promote_cli_without_data_is_one_clear_line(tmp_path, monkeypatch):

@@ -78,3 +78,33 @@ def test_from_checkpoints_loads_fold_weights(tmp_path):
     x = torch.randn(2, 1, 8, 8)
     folds[1].eval()
     assert torch.allclose(ens(x), torch.softmax(folds[1](x) / 4.0, dim=1), atol=1e-6)
+
+
+# ----------------------------------------------------------- teachers whose gate never opened
+def _cnncf(opened: bool):
+    from covidscan.models.cnncf import CNNCF
+
+    model = CNNCF(stem_width=4, widths_stage1=[8, 8], width_stage1_b=8, widths_stage2=[8, 8], width_stage2_b=8,
+                  stride_a=1, stride_b=2, num_classes=2, in_channels=1, input_size=16)  # fmt: skip
+    if opened:
+        model.open_gates()
+    return model
+
+
+def test_teachers_whose_gate_never_opened_are_left_out_of_the_fusion():
+    from covidscan.training.distill import gate_status, usable_teachers
+
+    open_a, closed_a, closed_b = _cnncf(True), _cnncf(False), _cnncf(False)
+    assert (gate_status(open_a), gate_status(closed_a), gate_status(TinyCNN())) == (True, False, None)
+    recorded = _cnncf(True)
+    recorded.card.gate_opened = False  # the training record wins over the buffers (e.g. keep="best" before opening)
+    assert gate_status(recorded) is False
+    teachers = {"A": [open_a, closed_a, recorded], "B": [closed_b], "C": [TinyCNN()]}
+    kept, aurocs, left_out = usable_teachers(teachers, {"A": [0.9, 0.8, 0.7], "B": [0.6], "C": [0.5]})
+    assert kept == {"A": [open_a], "C": [teachers["C"][0]]} and aurocs == {"A": [0.9], "C": [0.5]}
+    assert left_out == [("A", 1), ("A", 2), ("B", 0)]
+    assert usable_teachers({"B": [closed_b]}) == ({}, None, [("B", 0)])
+    # the ensemble never fuses a closed-gate teacher silently
+    with pytest.raises(ConfigError, match="never opened"):
+        TeacherEnsemble({"A": [open_a, closed_a]}, DistillConfig())
+    assert TeacherEnsemble(kept, DistillConfig())(torch.rand(2, 1, 16, 16)).shape == (2, 2)

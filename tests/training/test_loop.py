@@ -153,3 +153,55 @@ def test_volumes_train_too(tmp_path):
 def test_keep_best_needs_validation(blobs):
     with pytest.raises(ConfigError, match="no validation set"):
         train(TinyCNN(), NpyDataset(blobs[0]), None, optim=fast(), run=RUN, keep="best")
+
+
+# ------------------------------------------------------------------ Q > 1: one gate per stage
+Q2 = dict(stem_width=4, widths_stage1=[8, 8], width_stage1_b=8, widths_stage2=[8, 8], width_stage2_b=8, stride_a=1, stride_b=2)
+
+
+@pytest.fixture(scope="module")
+def blobs16(tmp_path_factory):
+    root = tmp_path_factory.mktemp("blobs16")
+    return write_blobs(root / "train", 32, seed=1, size=16), write_blobs(root / "val", 16, seed=2, size=16)
+
+
+def _observe_gates(model):
+    """Callback recording each gate's (open, counter) after every epoch (the loop calls it after the update)."""
+    seen: list[list[tuple[bool, int]]] = []
+    return seen, lambda metrics: seen.append([(g.is_open, g.count) for g in model.gates])
+
+
+def test_q2_gates_open_stage_by_stage(blobs16):
+    """With ths_sens 0 every validation pass passes: gate 0 opens after epoch 0, and only then does gate 1
+    count (it opens after epoch 1). Feeding every gate the active head's sensitivity opened both at once."""
+    from covidscan.models.cnncf import CNNCF
+
+    model = CNNCF(**Q2, Q=2, num_classes=2, in_channels=1, input_size=16, ths_sens=0.0, ths_count=1)
+    seen, callback = _observe_gates(model)
+    result = train(model, NpyDataset(blobs16[0]), NpyDataset(blobs16[1]), optim=fast(epochs=3), run=RUN, callback=callback)
+    assert seen[0] == [(True, 1), (False, 0)]  # after epoch 0: the second gate has not counted yet
+    assert seen[1] == [(True, 1), (True, 1)]
+    assert [h["gate_active"] for h in result.history] == [0.0, 1.0, 1.0]
+    assert result.gate_opened is True and result.gate_opened_epoch == 1
+
+
+def test_q2_each_gate_follows_its_own_head(blobs16):
+    """Replaying the Control Gate Block rule on each head's recorded validation sensitivity, stage by stage,
+    gives exactly the gate states the loop produced after every epoch."""
+    from covidscan.models.cnncf import CNNCF
+
+    ths_sens, ths_count = 0.75, 2
+    model = CNNCF(**Q2, Q=2, num_classes=2, in_channels=1, input_size=16, ths_sens=ths_sens, ths_count=ths_count)
+    seen, callback = _observe_gates(model)
+    result = train(model, NpyDataset(blobs16[0]), NpyDataset(blobs16[1]), optim=fast(epochs=6), run=RUN, callback=callback)
+    assert result.history[-1]["gate_open_0"] == 1.0  # the blobs are easy: stage I's head passes
+    counters, opened = [0, 0], [False, False]
+    for epoch, h in enumerate(result.history):
+        active = 0 if not opened[0] else 1
+        assert h["gate_active"] == active
+        sens = h[f"val_aux_sensitivity_{active}"]  # head `active`'s own sensitivity, not head 0's
+        assert h["val_aux_sensitivity"] == sens
+        counters[active] = counters[active] + 1 if sens >= ths_sens else 0  # ControlGateBlock.update
+        opened[active] = opened[active] or counters[active] >= ths_count  # the gate stays open
+        assert seen[epoch] == [(opened[0], counters[0]), (opened[1], counters[1])], f"epoch {epoch}"
+        assert not (opened[1] and not opened[0])  # a later gate never opens before an earlier one

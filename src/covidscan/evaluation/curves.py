@@ -368,26 +368,36 @@ def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, n_bins: i
 
 
 # ----------------------------------------------------------------------- operating threshold
+THRESHOLD_RULES: tuple[str, ...] = ("specificity_at_sensitivity", "youden", "sensitivity_floor")
+"""The data-driven rules of :func:`choose_threshold` (``EvaluateConfig.threshold_rule`` also allows "fixed")."""
+
+
 def choose_threshold(
     y_true: np.ndarray,
     scores: np.ndarray,
-    rule: str = "youden",
-    min_sensitivity: float = 0.95,
+    rule: str = "specificity_at_sensitivity",
+    min_sensitivity: float = 0.9,
     step: float = 0.005,
 ) -> float:
     """Choose an operating threshold on validation data (never on the test set).
 
-    Rules:
+    Rules (a call is positive when ``score >= threshold``; thresholds on the grid 0, step, ..., 1):
+        - ``"specificity_at_sensitivity"`` (the default): the highest specificity among the grid
+          thresholds whose sensitivity is >= ``min_sensitivity``; the thresholds reaching it form one
+          run of the grid, and the one in the middle of that run is taken (lower middle on an even
+          count), so a cleanly separated validation set gets a threshold between the classes rather
+          than on the edge of the lowest positive score. Threshold 0 calls everything positive, so a
+          feasible threshold always exists.
         - ``"youden"``: the grid threshold maximising Youden's J = sensitivity + specificity - 1; ties go
           to the highest such threshold.
-        - ``"sensitivity_floor"``: the highest grid threshold whose sensitivity is >= ``min_sensitivity``
-          (threshold 0 calls everything positive, so one always exists).
+        - ``"sensitivity_floor"``: the highest grid threshold whose sensitivity is >= ``min_sensitivity``.
 
     Args:
         y_true: validation labels 0/1 (both classes present).
         scores: validation positive-class scores.
-        rule: ``"youden"`` or ``"sensitivity_floor"`` (``EvaluateConfig.threshold_rule``).
-        min_sensitivity: the floor for ``"sensitivity_floor"``.
+        rule: one of :data:`THRESHOLD_RULES` (``EvaluateConfig.threshold_rule``).
+        min_sensitivity: the sensitivity floor of ``"specificity_at_sensitivity"`` and
+            ``"sensitivity_floor"`` (``EvaluateConfig.min_sensitivity``).
         step: grid step.
 
     Returns:
@@ -397,6 +407,8 @@ def choose_threshold(
         DataError: a class is missing from the validation data.
         ValueError: unknown rule.
     """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; expected one of {', '.join(THRESHOLD_RULES)}")
     curve = grid_curve(y_true, scores, step)
     if curve.n_pos == 0 or curve.n_neg == 0:
         raise DataError("choosing a threshold needs positive and negative validation cases")
@@ -404,10 +416,13 @@ def choose_threshold(
         j = curve.tpr - curve.fpr
         best = np.flatnonzero(j >= j.max() - 1e-12)
         return float(curve.thresholds[best[-1]])
+    feasible = np.flatnonzero(curve.tpr >= min_sensitivity - 1e-12)  # a prefix of the grid: 0 .. feasible[-1]
     if rule == "sensitivity_floor":
-        ok = np.flatnonzero(curve.tpr >= min_sensitivity - 1e-12)
-        return float(curve.thresholds[ok[-1]])
-    raise ValueError(f"unknown threshold rule {rule!r}; expected 'youden' or 'sensitivity_floor'")
+        return float(curve.thresholds[feasible[-1]])
+    # specificity never falls as the threshold rises: the best feasible one is at feasible[-1], and
+    # the thresholds tying with it are the run of grid points with the same false-positive count
+    ties = feasible[curve.fp[feasible] == curve.fp[feasible[-1]]]
+    return float(curve.thresholds[ties[(len(ties) - 1) // 2]])
 
 
 # ---------------------------------------------------------------------------------- plotting

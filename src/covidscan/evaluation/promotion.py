@@ -5,10 +5,14 @@ passes when
 
 * the lower bound of the bootstrap CI of its AUROC is at least the champion's point AUROC minus
   ``RegistryConfig.auroc_margin`` (it is not credibly worse), and
-* its sensitivity at its own operating threshold is at least ``RegistryConfig.min_sensitivity``.
+* at its own operating threshold (chosen on validation data and stored on its model card) its
+  sensitivity is at least ``RegistryConfig.min_sensitivity`` and its specificity at least
+  ``RegistryConfig.min_specificity`` (a model calling everyone positive has sensitivity 1 and fails).
 
-Without a champion, the first model becomes champion when it meets the sensitivity floor and its AUROC
-CI lies above chance (``first_min_auroc``). A regressor
+Without a champion, the first model becomes champion when it meets both floors and its AUROC
+CI lies above chance (``first_min_auroc``). A challenger whose Control Gate Block never opened in training
+(``model.card.gate_opened`` False: stage II and the main head untrained) is refused before any scoring,
+with that reason. A regressor
 (CNNRF) passes when the upper bound of the bootstrap CI of its MSE is at most the champion's point MSE
 plus ``mse_margin``; both are scored on the challenger's scale (its card's ``target_range``; the
 champion's outputs are de-normalised with its own range first), and a regressor without its range is
@@ -103,22 +107,22 @@ def classifier_gate(
         raise DataError(f"promotion gate: {y.size} labels but scores of shape {s.shape} / {np.shape(champion_scores)}")
     if not 0 < y.sum() < y.size:
         raise DataError(f"promotion gate: the test set needs both classes to compare AUROC ({int(y.sum())} positive of {y.size})")
-    rule = {"auroc_margin": cfg.auroc_margin, "min_sensitivity": cfg.min_sensitivity, "ci_level": cfg.ci_level, "bootstrap": float(cfg.bootstrap)}
+    rule = {"auroc_margin": cfg.auroc_margin, "min_sensitivity": cfg.min_sensitivity, "min_specificity": cfg.min_specificity,
+            "ci_level": cfg.ci_level, "bootstrap": float(cfg.bootstrap)}  # fmt: skip
     ch = _binary_figures(y, s, challenger_threshold, cfg)
     sens_ok = ch["sensitivity"] >= cfg.min_sensitivity
+    spec_ok = ch["specificity"] >= cfg.min_specificity
+    floors = (f"at threshold {ch['threshold']:.4f}: sensitivity {ch['sensitivity']:.4f} {'>=' if sens_ok else '<'} floor {cfg.min_sensitivity:.4f}, "
+              f"specificity {ch['specificity']:.4f} {'>=' if spec_ok else '<'} floor {cfg.min_specificity:.4f}")  # fmt: skip
     if champion_scores is None:
         above_chance = bool(np.isfinite(ch["auroc_low"]) and ch["auroc_low"] > cfg.first_min_auroc)
-        reason = (f"first model: AUROC CI low {ch['auroc_low']:.4f} {'>' if above_chance else '<='} {cfg.first_min_auroc:.4f}; "
-                  f"sensitivity {ch['sensitivity']:.4f} {'>=' if sens_ok else '<'} floor {cfg.min_sensitivity:.4f}")  # fmt: skip
-        return GateDecision(sens_ok and above_chance, reason, "auroc", ch, {}, rule)
+        reason = f"first model: AUROC CI low {ch['auroc_low']:.4f} {'>' if above_chance else '<='} {cfg.first_min_auroc:.4f}; {floors}"
+        return GateDecision(sens_ok and spec_ok and above_chance, reason, "auroc", ch, {}, rule)
     cp = _binary_figures(y, np.asarray(champion_scores, dtype=float), champion_threshold, cfg)
     bar = cp["auroc"] - cfg.auroc_margin
     auroc_ok = bool(np.isfinite(ch["auroc_low"]) and ch["auroc_low"] >= bar)
-    parts = [
-        f"AUROC CI low {ch['auroc_low']:.4f} {'>=' if auroc_ok else '<'} champion {cp['auroc']:.4f} - margin {cfg.auroc_margin:.4f}",
-        f"sensitivity {ch['sensitivity']:.4f} {'>=' if sens_ok else '<'} floor {cfg.min_sensitivity:.4f}",
-    ]
-    return GateDecision(auroc_ok and sens_ok, "; ".join(parts), "auroc", ch, cp, rule)
+    parts = [f"AUROC CI low {ch['auroc_low']:.4f} {'>=' if auroc_ok else '<'} champion {cp['auroc']:.4f} - margin {cfg.auroc_margin:.4f}", floors]
+    return GateDecision(auroc_ok and sens_ok and spec_ok, "; ".join(parts), "auroc", ch, cp, rule)
 
 
 def _mse_figures(truth: np.ndarray, pred: np.ndarray, cfg: RegistryConfig) -> dict[str, float]:
@@ -201,6 +205,15 @@ def gate_models(challenger: Any, champion: Any | None, spec: Any, data: GateData
     """
     cfg: RegistryConfig = params.registry
     pre = params.preprocess
+    if getattr(challenger.card, "gate_opened", None) is False:
+        return GateDecision(
+            False,
+            "the challenger's Control Gate Block never opened in training (stage II and the main head untrained); refused",
+            "auroc" if challenger.card.task == "classification" else "mse",
+            {"gate_opened": 0.0},
+            {},
+            {"gate_opened_required": 1.0},
+        )
     if challenger.card.task == "regression":
         rng = challenger.card.require_target_range(model_names[0])
         champion_rng = champion.card.require_target_range(model_names[1]) if champion is not None else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,46 @@ def operating_threshold(
         min_sensitivity=config.min_sensitivity,
         step=config.threshold_step,
     )
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A model's operating threshold and how it was chosen.
+
+    Attributes:
+        threshold: the threshold (stored on the model card).
+        rule: the rule applied: ``evaluate.threshold_rule``, or "fixed" when it could not be applied.
+        note: why the configured rule was not applied ("" when it was).
+        n_val: validation cases it was chosen on (0 for "fixed").
+    """
+
+    threshold: float
+    rule: str
+    note: str = ""
+    n_val: int = 0
+
+
+def operating_point(config: EvaluateConfig, y_val: np.ndarray, scores_val: np.ndarray) -> OperatingPoint:
+    """A model's operating threshold from its validation data, by ``config.threshold_rule``.
+
+    Every trained classifier gets its threshold here (the distilled students, CSAC-Net, the 3D ResNet),
+    on its own validation fold, never on test data. When the validation data lack a class no data-driven
+    rule applies: the fixed ``config.threshold`` is used, with a warning, and the returned ``rule`` and
+    ``note`` say so (the stages record them in their metrics).
+
+    Args:
+        config: the evaluate section.
+        y_val: validation labels 0/1 (1 = the positive class).
+        scores_val: validation positive-class scores.
+    """
+    y = np.asarray(y_val).astype(int)
+    if config.threshold_rule == "fixed":
+        return OperatingPoint(float(config.threshold), "fixed")
+    if not 0 < y.sum() < y.size:
+        note = f"validation data have {int(y.sum())} positive of {y.size}: rule {config.threshold_rule} needs both classes"
+        log.warning("%s; using the fixed threshold %.3f", note, config.threshold)
+        return OperatingPoint(float(config.threshold), "fixed", note, int(y.size))
+    return OperatingPoint(operating_threshold(config, y, np.asarray(scores_val, dtype=float)), config.threshold_rule, "", int(y.size))
 
 
 def evaluate_binary(

@@ -152,6 +152,10 @@ class ModelCard:
         threshold: operating threshold on the positive-class probability (default 0.5).
         build: the arguments :func:`covidscan.models.zoo.build_model` was called with (JSON-able).
         target_range: regressors: the training part's min/max of each output (None for classifiers).
+        gate_opened: whether every Control Gate Block was open in the weights training kept (set by
+            :func:`covidscan.training.loop.train`); None: no gate, or not trained by the loop. A model
+            whose gate never opened has an untrained stage II and head: distillation leaves such a teacher
+            out and the promotion gate refuses it.
     """
 
     arch: str
@@ -161,6 +165,7 @@ class ModelCard:
     threshold: float = 0.5
     build: dict[str, Any] = field(default_factory=dict)
     target_range: TargetRange | None = None
+    gate_opened: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +175,7 @@ class ModelCard:
             "input_spec": self.input_spec.to_dict(),
             "threshold": self.threshold,
             "target_range": self.target_range.to_dict() if self.target_range is not None else None,
+            "gate_opened": self.gate_opened,
         }
 
     def require_target_range(self, where: str) -> TargetRange:

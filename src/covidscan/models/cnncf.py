@@ -320,14 +320,16 @@ class CNNCF(CardMixin, nn.Module):
             x = stage(x) if q == 0 else self._gated(stage, self.gates[q - 1], x)
         return x
 
-    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits, aux_logits) for training: aux_logits are the active gate's head (the only one if Q=1).
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(logits, aux_logits): ``aux_logits`` holds every gate's auxiliary head, in gate order (Q entries).
 
-        Loss: CE(logits) + lambda_aux * CE(aux_logits). While the gate is closed (training mode) the
+        The training loop (:mod:`covidscan.training.gates`) puts the active gate's head
+        (:meth:`active_gate_index`) in the loss, CE(logits) + lambda_aux * CE(aux_logits[active]), and feeds
+        gate i the validation sensitivity of head i only. While the gate is closed (training mode) the
         logits are constant (no gradient), so the loss needs lambda_aux > 0 to train anything.
         """
         feats = self.forward_features(x)
-        return feats["logits"], feats["aux"][self.active_gate_index()]  # type: ignore[index,return-value]
+        return feats["logits"], list(feats["aux"])  # type: ignore[arg-type,return-value]
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (batch, num_classes)."""

@@ -37,6 +37,7 @@ __all__ = [
     "load_exported",
     "load_model",
     "model_names",
+    "restore_card",
     "save_model",
     "summary_rows",
 ]
@@ -225,8 +226,15 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as err:
         raise DataError(f"{path}: weights do not match the saved configuration: {err}") from None
+    restore_card(model, payload["card"])
     log.debug("loaded %s from %s", b["name"], path)
     return model.to(map_location).eval()
+
+
+def restore_card(model: nn.Module, saved: dict[str, Any]) -> None:
+    """Put back what a saved card records about training (not a build argument): ``gate_opened``."""
+    value = saved.get("gate_opened")
+    model.card.gate_opened = None if value is None else bool(value)  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------------ export

@@ -54,7 +54,8 @@ def log_model(
         input_example: a small batch the model accepts (float32).
         registered_name: register under this name (e.g. ``covidscan-student-xray``) when given.
         data_version: the data version (e.g. the manifest digest) tagged on the version.
-        checkpoint: ``{"state_dict": ..., "config": ...}`` also stored as ``weights/model.pt``.
+        checkpoint: ``{"state_dict": ..., "config": ...}`` also stored as ``weights/model.pt`` (with the
+            model's card, ``"card"``, added when the model has one: e.g. its gate status).
         tags: extra tags for the model version.
         preprocess: the :class:`~covidscan.config.PreprocessConfig` the model was trained with, recorded as
             the ``covidscan.preprocess`` tag (what serving and ``evaluate-external`` preprocess with).
@@ -81,6 +82,9 @@ def log_model(
         await_registration_for=0,
     )
     if checkpoint is not None:
+        card = getattr(model, "card", None)
+        if card is not None and hasattr(card, "to_dict") and "card" not in checkpoint:
+            checkpoint = {**checkpoint, "card": card.to_dict()}
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             torch.save(checkpoint, path)
@@ -188,7 +192,7 @@ def export_checkpoint(registered_name: str, ref: str | int, dst: str | Path) -> 
     import torch
 
     from covidscan.config import ModelsConfig
-    from covidscan.models.zoo import build_model, save_model
+    from covidscan.models.zoo import build_model, restore_card, save_model
 
     mlflow = _mlflow()
     mv = resolve_version(registered_name, ref)
@@ -213,7 +217,8 @@ def export_checkpoint(registered_name: str, ref: str | int, dst: str | Path) -> 
             model.card.target_range = rng
             model.card.build["target_range"] = rng.to_dict()
             log.info("%s v%s: target range read from the checkpoint's target_min/target_max (logged before it was on the card)", registered_name, mv.version)
-        extra = {k: v for k, v in payload.items() if k not in ("state_dict", "config", "target_min", "target_max")}
+        restore_card(model, payload.get("card") or {})
+        extra = {k: v for k, v in payload.items() if k not in ("state_dict", "config", "card", "target_min", "target_max")}
     else:
         model = mlflow.pytorch.load_model(f"models:/{registered_name}/{mv.version}", map_location="cpu")
     save_model(model, dst, extra={**extra, "registered_name": registered_name, "registered_version": str(mv.version)})

@@ -7,6 +7,10 @@ fold models. Its output for a batch is the mean of its fold models' temperature-
 weighted by each teacher's CV AUROC (``"auroc_weighted"``: the mean of its folds' AUROCs, or its best
 fold's AUROC in best-fold mode), weights normalised to sum to 1.
 
+A fold model whose Control Gate Block never opened (its card says ``gate_opened`` False, or, without
+that record, its gate buffers are closed) has an untrained stage II and head: :func:`usable_teachers`
+leaves it out of the fusion (and says which), and :class:`TeacherEnsemble` refuses it.
+
 The fused probabilities are computed ONLINE, without gradients, on the very batch (after augmentation)
 the student sees: the training loop calls ``teachers(x)`` with the student's input. (The authors'
 code cached teacher logits on a shuffled loader and misaligned them with the student's samples.)
@@ -87,6 +91,46 @@ def fuse_teacher_probs(
     return (weights[:, None, None] * stacked).sum(dim=0)
 
 
+def gate_status(model: nn.Module) -> bool | None:
+    """Whether a model's Control Gate Blocks opened: its card's ``gate_opened`` record, else its gate
+    buffers (``gate_open``), else None (a model without a gate)."""
+    card = getattr(model, "card", None)
+    recorded = getattr(card, "gate_opened", None)
+    if recorded is not None:
+        return bool(recorded)
+    state = getattr(model, "gate_open", None)
+    return None if state is None else bool(state)
+
+
+def usable_teachers(
+    teachers: Mapping[str, Sequence[nn.Module]], fold_aurocs: Mapping[str, Sequence[float]] | None = None
+) -> tuple[dict[str, list[nn.Module]], dict[str, list[float]] | None, list[tuple[str, int]]]:
+    """Leave out the fold models whose Control Gate Block never opened.
+
+    Args:
+        teachers: teacher name -> its fold models (fold order).
+        fold_aurocs: teacher name -> one CV AUROC per fold model (kept aligned), or None.
+
+    Returns:
+        (the teachers with their usable fold models, a teacher with none left is dropped; their AUROCs
+        or None; (teacher, position in ``teachers[teacher]``) of each fold model left out).
+    """
+    kept: dict[str, list[nn.Module]] = {}
+    kept_aurocs: dict[str, list[float]] = {}
+    left_out: list[tuple[str, int]] = []
+    for name, models in teachers.items():
+        scores = list(fold_aurocs[name]) if fold_aurocs is not None and name in fold_aurocs else None
+        for i, model in enumerate(models):
+            if gate_status(model) is False:
+                left_out.append((name, i))
+                log.warning("teacher %s fold model %d: its Control Gate Block never opened; left out of the fused soft labels", name, i)
+                continue
+            kept.setdefault(name, []).append(model)
+            if scores is not None:
+                kept_aurocs.setdefault(name, []).append(scores[i])
+    return kept, (kept_aurocs if fold_aurocs is not None else None), left_out
+
+
 class TeacherEnsemble(nn.Module):
     """The loaded teachers' fold models, always in eval mode, producing fused soft probabilities.
 
@@ -125,6 +169,12 @@ class TeacherEnsemble(nn.Module):
             models = list(teachers[name])
             if not models:
                 raise ConfigError(f"teacher {name} has no fold models")
+            closed = [i for i, m in enumerate(models) if gate_status(m) is False]
+            if closed:
+                raise ConfigError(
+                    f"teacher {name}: fold model(s) {closed} never opened their Control Gate Block (untrained stage II); "
+                    "leave them out with covidscan.training.distill.usable_teachers"
+                )
             scores = list(fold_aurocs[name]) if fold_aurocs is not None and name in fold_aurocs else None
             if scores is not None and len(scores) != len(models):
                 raise ConfigError(f"teacher {name}: {len(models)} fold models but {len(scores)} CV AUROCs")

@@ -2,9 +2,10 @@
 
 It trains every network of the project:
 
-- a classifier (teacher fold, CNNCF, 3D CSAC-Net): weighted cross-entropy, plus, for a model with a
-  Control Gate Block, ``lambda_aux`` x the cross-entropy of the auxiliary head, and after every
-  validation pass the gate is fed the auxiliary head's validation sensitivity;
+- a classifier (teacher fold, CNNCF, 3D CSAC-Net): weighted cross-entropy, plus, for a model with
+  Control Gate Blocks, ``lambda_aux`` x the cross-entropy of the active gate's auxiliary head, and after
+  every validation pass the active gate (the first closed one) is fed its own head's validation
+  sensitivity (stage-wise: gate i + 1 cannot open before gate i; see :mod:`covidscan.training.gates`);
 - the distilled student: the same, with the knowledge-distillation loss against a
   :class:`~covidscan.training.distill.TeacherEnsemble` evaluated on the same (augmented) batch;
 - a regressor (CNNRF): mean squared error.
@@ -47,7 +48,7 @@ from covidscan.errors import ConfigError
 from covidscan.training.checkpoint import latest_checkpoint, save_checkpoint, set_rng_state
 from covidscan.training.data import EpochSampler, dataset_targets
 from covidscan.training.distill import TeacherEnsemble
-from covidscan.training.gates import as_aux_list, find_gates, has_aux
+from covidscan.training.gates import active_gate_index, as_aux_list, find_gates, has_aux
 from covidscan.training.init import xavier_init_
 from covidscan.training.losses import class_weights_from_labels, distillation_loss, weighted_cross_entropy
 from covidscan.training.memory import peak_rss_mb
@@ -70,7 +71,9 @@ class TrainResult:
             included).
         kept: "last" or "best"; best_epoch: the epoch whose weights were kept.
         gate_opened: whether every Control Gate Block opened (None: the model has no gate);
-            gate_opened_epoch: the first epoch after whose validation it was open.
+            gate_opened_epoch: the first epoch after whose validation it was open. A model with a card
+            (:class:`covidscan.models.card.ModelCard`) gets ``card.gate_opened``: whether every gate was
+            open in the weights kept.
         resumed_from: the completed epoch of the checkpoint resumed from (None: a fresh run).
         device: "cpu" or "cuda:0" etc.
         deterministic: whether deterministic algorithms were requested.
@@ -225,6 +228,7 @@ def train(
         memory_format_set = False
         for epoch in range(start_epoch, optim.epochs):
             sampler.set_epoch(epoch)
+            active = active_gate_index(gates) if gates else 0  # the stage being trained this epoch
             model.train()
             lr = optimizer.param_groups[0]["lr"]
             loss_sum = torch.zeros((), device=device)
@@ -246,8 +250,8 @@ def train(
                         if use_aux:
                             logits, aux = model.forward_with_aux(x)
                             loss = loss_fn(logits, y, soft)
-                            for aux_logits in as_aux_list(aux):  # the Control Gate Block's auxiliary head(s)
-                                loss = loss + lambda_aux * weighted_cross_entropy(aux_logits, y, weight)
+                            aux_logits = as_aux_list(aux, len(gates))[active]  # the active gate's auxiliary head
+                            loss = loss + lambda_aux * weighted_cross_entropy(aux_logits, y, weight)
                         else:
                             loss = loss_fn(model(x), y, soft)
                     optimizer.zero_grad(set_to_none=True)
@@ -260,14 +264,18 @@ def train(
                 raise ConfigError("the training set produced no batch (is it empty?)")
             metrics: dict[str, float] = {"epoch": float(epoch), "lr": float(lr), "train_loss": float(loss_sum) / seen}
 
-            # validation, then the Control Gate Block's update from the auxiliary head's sensitivity
+            # validation, then the active Control Gate Block's update from its own head's sensitivity
             if val_loader is not None:
-                metrics.update(validate(model, val_loader, device, task, loss_fn, use_aux, positive_index, num_classes, autocast))
+                metrics.update(validate(model, val_loader, device, task, loss_fn, use_aux, positive_index, num_classes, autocast,
+                                        n_gates=len(gates) or None))  # fmt: skip
             if gates:
+                # stage-wise: only the gate of the stage trained this epoch, fed head `active`'s sensitivity
+                metrics["val_aux_sensitivity"] = metrics[f"val_aux_sensitivity_{active}"]
+                metrics["gate_active"] = float(active)
+                gates[active].update(metrics["val_aux_sensitivity"])
                 for i, gate in enumerate(gates):
-                    gate.update(metrics[f"val_aux_sensitivity_{min(i, metrics['n_aux'] - 1)}"])
+                    metrics[f"gate_open_{i}"] = float(bool(gate.is_open))
                 metrics["gate_open"] = float(all(bool(g.is_open) for g in gates))
-            metrics.pop("n_aux", None)
 
             # keep the best by validation when asked (the last epoch's weights otherwise)
             if keep == "best":
@@ -301,6 +309,15 @@ def train(
             state, best_epoch = best["state"], best["epoch"]
         else:
             state, best_epoch = cpu_state(model), (len(history) - 1 if history else None)
+        card = getattr(model, "card", None)
+        if gates and card is not None and hasattr(card, "gate_opened"):
+            # the model card records whether the weights kept were trained with every gate open
+            kept_open = bool(history[best_epoch].get("gate_open", 0.0) >= 1.0) if best_epoch is not None else False
+            card.gate_opened = kept_open
+            if gate_opened and not kept_open:
+                msg = f"keep={keep} kept epoch {best_epoch}, before every Control Gate Block had opened (stage II untrained in those weights)"
+                log.warning(msg)
+                report.append(msg)
         ops = sorted(determinism.nondeterministic_ops)
         if ops:
             report.append(f"no deterministic kernel on {device.type} for: {', '.join(ops)} (results may vary run to run)")
@@ -334,8 +351,10 @@ def validate(
     positive_index: int | None,
     num_classes: int | None,
     autocast: Callable[[], Any],
+    n_gates: int | None = None,
 ) -> dict[str, float]:
-    """One pass over the validation set: loss (hard labels), AUROC, sensitivity, auxiliary sensitivity."""
+    """One pass over the validation set: loss (hard labels), AUROC, sensitivity, and the sensitivity of
+    every auxiliary head (``val_aux_sensitivity_<i>``, one per gate when ``n_gates`` is given)."""
     model.eval()
     outputs, targets, aux_outputs = [], [], []
     with torch.no_grad(), autocast():
@@ -345,7 +364,7 @@ def validate(
                 x = x.contiguous(memory_format=channels_last_format(x))
             if use_aux:
                 logits, aux = model.forward_with_aux(x)
-                aux_outputs.append([a.float().cpu() for a in as_aux_list(aux)])
+                aux_outputs.append([a.float().cpu() for a in as_aux_list(aux, n_gates)])
             else:
                 logits = model(x)
             outputs.append(logits.float().cpu())
@@ -364,8 +383,7 @@ def validate(
         for i in range(n_aux):
             aux_pred = torch.cat([batch[i] for batch in aux_outputs]).argmax(dim=1)
             metrics[f"val_aux_sensitivity_{i}"] = sensitivity(aux_pred, y, num_classes or probs.shape[1], positive_index)
-        metrics["val_aux_sensitivity"] = metrics["val_aux_sensitivity_0"]
-        metrics["n_aux"] = n_aux
+        metrics["val_aux_sensitivity"] = metrics["val_aux_sensitivity_0"]  # train() replaces it by the active gate's head
     return metrics
 
 
