@@ -90,6 +90,17 @@ endef
 load-test: install  ## bounded loopback load test of a running `make serve` (p50/p99 latency, throughput)
 	PYTHONPATH=src:. $(BIN)/python benchmarks/load_test.py --url http://$(SERVE_HOST):$(SERVE_PORT)
 
+# Offline DVC plots: `dvc plots show` alone writes a page that loads vega from a CDN (blank without a
+# network). These fetch the pinned vega, vega-lite and vega-embed (npm registry) once into vendor/vega
+# (git-ignored) and inline them into the page (covidscan.evaluation.plots_page).
+.PHONY: plots plots-vendor
+
+plots-vendor: install  ## fetch the pinned vega libraries (npm) into vendor/vega, for offline plots
+	$(BIN)/covidscan plots --no-show
+
+plots: install  ## write the ROC/PR plots of every experiment to dvc_plots/index.html (self-contained, offline)
+	$(BIN)/covidscan plots
+
 lock:  ## regenerate requirements.lock from a fresh resolve (maintainers)
 	@echo "Resolve in a scratch venv, then: pip freeze | sed 's/+cpu//' > requirements.lock (see README, Dependencies)."
 

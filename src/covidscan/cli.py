@@ -204,6 +204,23 @@ def models(
     out.print(table)
 
 
+@command("plots")
+def plots(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for index.html (dvc's default).")] = Path("dvc_plots"),
+    vendor: Annotated[Path, typer.Option("--vendor", help="Folder of the pinned vega libraries (git-ignored).")] = Path("vendor/vega"),
+    show: Annotated[bool, typer.Option("--show/--no-show", help="Run `dvc plots show` (--no-show: only fetch the libraries and write the template).")] = True,
+) -> None:
+    """`dvc plots show` as a self-contained page: the pinned vega libraries inlined, no CDN (works offline)."""
+    from covidscan.evaluation import plots_page
+
+    template = plots_page.prepare(vendor)
+    if not show:
+        out.print(f"{template}: the offline template for `dvc plots show --html-template`")
+        return
+    page = plots_page.show(out_dir, template)
+    out.print(f"{page} (self-contained: vega, vega-lite and vega-embed inlined; opens without network)")
+
+
 @command("evaluate-external")
 def evaluate_external_command(
     model: Annotated[str, typer.Option("--model", help="Registered model: <name>@<alias> or <name>/<version> (MLflow registry).")],
