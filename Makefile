@@ -71,13 +71,35 @@ build/wheels/.built: pyproject.toml $(shell find src -name '*.py')
 	@touch $@
 
 bento: bento-models build/wheels/.built  ## build the CPU bento (bentoml build; CPU torch, pinned requirements, no uv lock)
-	PYTHONPATH=src $(BIN)/bentoml build -f bento/bentofile.yaml bento/
+	$(call bento_build,bentofile.yaml)
 
 bento-gpu: bento-models build/wheels/.built  ## build the GPU bento (CUDA 12.6 torch and base image); containerize it on a GPU host
-	PYTHONPATH=src $(BIN)/bentoml build -f bento/bentofile.gpu.yaml bento/
+	$(call bento_build,bentofile.gpu.yaml)
+
+# `bentoml build` refuses a build file whose absolute path has a dot-folder ("hidden files"), so a
+# checkout under e.g. ~/.work/covidscan could not build. Build from a copy of what the bentofile names
+# (bento/, requirements.lock, build/wheels) in a fresh temporary folder; the bento is the same.
+define bento_build
+	@stage=$$(mktemp -d -t covidscan-bento.XXXXXX) && trap 'rm -rf "$$stage"' EXIT && \
+	case "$$stage" in */.*) echo "error: $$stage has a dot-folder, which bentoml build refuses; set TMPDIR to a folder without one" >&2; exit 2;; esac && \
+	mkdir -p "$$stage/build" && cp -R bento "$$stage/bento" && cp -R build/wheels "$$stage/build/wheels" && cp requirements.lock "$$stage/" && \
+	cd "$$stage" && echo "bentoml build -f bento/$(1) bento/  (in $$stage)" && \
+	PYTHONPATH=$(abspath src) $(abspath $(BIN))/bentoml build -f bento/$(1) bento/
+endef
 
 load-test: install  ## bounded loopback load test of a running `make serve` (p50/p99 latency, throughput)
 	PYTHONPATH=src:. $(BIN)/python benchmarks/load_test.py --url http://$(SERVE_HOST):$(SERVE_PORT)
+
+# Offline DVC plots: `dvc plots show` alone writes a page that loads vega from a CDN (blank without a
+# network). These fetch the pinned vega, vega-lite and vega-embed (npm registry) once into vendor/vega
+# (git-ignored) and inline them into the page (covidscan.evaluation.plots_page).
+.PHONY: plots plots-vendor
+
+plots-vendor: install  ## fetch the pinned vega libraries (npm) into vendor/vega, for offline plots
+	$(BIN)/covidscan plots --no-show
+
+plots: install  ## write the ROC/PR plots of every experiment to dvc_plots/index.html (self-contained, offline)
+	$(BIN)/covidscan plots
 
 lock:  ## regenerate requirements.lock from a fresh resolve (maintainers)
 	@echo "Resolve in a scratch venv, then: pip freeze | sed 's/+cpu//' > requirements.lock (see README, Dependencies)."

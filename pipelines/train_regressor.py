@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.errors import DataError
     from covidscan.models.card import TargetRange
     from covidscan.models.cnnrf import CLINICAL_INDICATORS
-    from covidscan.models.zoo import build_model, save_model
+    from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import log_metrics, stage_run
     from covidscan.training.loop import train
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     val_set = ti.CropDataset(crop_items(val_rows, normalised)) if not val_rows.empty else None
     data_version = ti.manifest_digest()
     with stage_run("train_regressor", params.train.regressor, experiment=params.run.experiment_name, tags={"data_version": data_version}):
-        model = build_model("cnnrf", params.models, input_size=params.preprocess.crop_size, num_classes=len(indicators), kind="lesion_crop",
-                            class_labels=indicators, target_range=target_range)  # fmt: skip
+        model = ti.build_regressor(params.models, params.preprocess, target_range=target_range)
         logger = ti.EpochLogger()
         result = train(model, train_set, val_set, optim=params.train.regressor, run=params.run, task="regression", keep=params.train.keep if val_set is not None else "last", callback=logger)
         model.load_state_dict(result.state_dict)

@@ -28,8 +28,11 @@ from covidscan.training.tasks import (  # noqa: F401 - re-exported for the stage
     PROCESSED,
     SPLITS,
     TASKS,
+    VOLUME_CLASSES,
     binary_auroc,
     build_classifier,
+    build_regressor,
+    build_volume_classifier,
     image_dataset,
     in_channels,
     input_size,
@@ -150,7 +153,6 @@ def log_peak_rss() -> float:
 
 # ------------------------------------------------------------------- seed 004 (3D, centre-held-out)
 VOLUME_SUBSET = "CSDS"
-VOLUME_CLASSES: tuple[str, ...] = ("non-covid19", "covid19")
 
 
 def volume_split(index: pd.DataFrame, splits: pd.DataFrame, val_fold: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -178,15 +180,13 @@ def volume_dataset(rows: pd.DataFrame, augment: Any = None) -> Any:
 
 def train_volume_model(name: str, params: Any, train_rows: pd.DataFrame, val_rows: pd.DataFrame, prefix: str = "") -> tuple[Any, Any]:
     """Train a 3D network (``csacnet`` or ``resnet3d``) with ``train.csacnet`` and the 3D augmentation."""
-    from covidscan.models.zoo import build_model
     from covidscan.preprocess.augment import Augment3D
     from covidscan.training.loop import train
 
     pre = params.preprocess
     train_set = volume_dataset(train_rows, seeded(Augment3D(pre, seed=params.run.seed)))
     val_set = volume_dataset(val_rows)
-    model = build_model(name, params.models, input_size=(pre.volume_slices, pre.volume_size, pre.volume_size), num_classes=2,
-                        class_labels=VOLUME_CLASSES, kind="ct_volume")  # fmt: skip
+    model = build_volume_classifier(name, params.models, pre)
     result = train(model, train_set, val_set, optim=params.train.csacnet, run=params.run, class_weights=params.train.class_weights,
                    keep=params.train.keep, positive_index=1, callback=EpochLogger(prefix))  # fmt: skip
     model.load_state_dict(result.state_dict)

@@ -174,13 +174,13 @@ def synth(
 def models(
     params: Annotated[Path | None, typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present, else built-in defaults).")] = None,
     profile: ProfileOption = None,
-    num_classes: Annotated[int, typer.Option("--num-classes", min=1, help="Classes of the classifiers.")] = 2,
 ) -> None:
-    """List every network with its input, parameter count, forward GFLOPs (batch 1) and output shape."""
+    """List every network as the pipeline builds it: task, input kind and shape, classes, parameters, forward GFLOPs (batch 1), output."""
     from rich.table import Table
 
     from covidscan.config import Params, load_params
-    from covidscan.models.zoo import summary_rows
+    from covidscan.models.zoo import summary_row
+    from covidscan.training.tasks import pipeline_networks
 
     if params is None and not Path("params.yaml").is_file():
         p = Params() if profile in (None, "paper") else load_params(Path("params.yaml"), profile=profile)
@@ -188,17 +188,37 @@ def models(
     else:
         p = load_params(params or Path("params.yaml"), profile=profile)
         source = f"{params or 'params.yaml'} (profile '{p.profile}')"
-    rows = summary_rows(p.models, p.preprocess, num_classes=num_classes)
+    rows = [summary_row(net.label, net.build) for net in pipeline_networks(p.models, p.preprocess)]
     table = Table(title=f"covidscan networks: {source}")
-    for col, justify in (("model", "left"), ("input", "left"), ("parameters", "right"), ("GFLOPs", "right"), ("output", "left")):
+    columns = (("model", "left"), ("input kind", "left"), ("input", "left"), ("classes / outputs", "left"), ("parameters", "right"),
+               ("GFLOPs", "right"), ("output", "left"))  # fmt: skip
+    for col, justify in columns:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        shape = "x".join(str(n) for n in r["input_shape"])
         if r["error"]:
-            table.add_row(r["name"], shape, "-", "-", f"[red]refused: {r['error']}[/]")
+            table.add_row(r["name"], "-", "-", "-", "-", "-", f"[red]refused: {r['error']}[/]")
         else:
-            table.add_row(r["name"], shape, f"{r['params']:,}", f"{r['gflops']:.3f}", str(tuple(r["output_shape"])))
+            shape = "x".join(str(n) for n in r["input_shape"])
+            table.add_row(r["name"], r["input_kind"], shape, ", ".join(r["classes"]), f"{r['params']:,}", f"{r['gflops']:.3f}",
+                          str(tuple(r["output_shape"])))  # fmt: skip
     out.print(table)
+
+
+@command("plots")
+def plots(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for index.html (dvc's default).")] = Path("dvc_plots"),
+    vendor: Annotated[Path, typer.Option("--vendor", help="Folder of the pinned vega libraries (git-ignored).")] = Path("vendor/vega"),
+    show: Annotated[bool, typer.Option("--show/--no-show", help="Run `dvc plots show` (--no-show: only fetch the libraries and write the template).")] = True,
+) -> None:
+    """`dvc plots show` as a self-contained page: the pinned vega libraries inlined, no CDN (works offline)."""
+    from covidscan.evaluation import plots_page
+
+    template = plots_page.prepare(vendor)
+    if not show:
+        out.print(f"{template}: the offline template for `dvc plots show --html-template`")
+        return
+    page = plots_page.show(out_dir, template)
+    out.print(f"{page} (self-contained: vega, vega-lite and vega-embed inlined; opens without network)")
 
 
 @command("evaluate-external")

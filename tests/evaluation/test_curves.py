@@ -204,3 +204,36 @@ def test_multiclass_auroc_equals_sklearn_ovr_macro() -> None:
     )
     absent = multiclass_auroc(np.zeros(4, int), np.full((4, 2), 0.5), ["a", "b"])
     assert np.isnan(absent["a"]["auroc"]) and np.isnan(absent["macro"]["auroc"])
+
+
+def test_a_reader_keeps_one_colour_in_every_figure() -> None:
+    """ROC, ROC with CI and PR draw each reader in the same colour (whatever the readers' order), never
+    in the model's colour."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from covidscan.evaluation.bootstrap import roc_band_figure, roc_with_ci
+    from covidscan.evaluation.curves import pr_figure, reader_colours, roc_figure
+
+    y, s = _scores(3)
+    curve = grid_curve(y, s)
+    readers = {
+        name: {"sensitivity": sens, "specificity": spec, "precision": prec}
+        for name, sens, spec, prec in [("Respira.", 0.8, 0.9, 0.85), ("Emerg.", 0.7, 0.8, 0.75), ("Intern", 0.6, 0.7, 0.65)]
+    }
+    reversed_readers = dict(reversed(readers.items()))
+    figures = {
+        "roc": roc_figure({"CNNCF": curve}, readers),
+        "roc_ci": roc_band_figure(roc_with_ci(y, s, n_resamples=50, seed=0), reversed_readers, label="CNNCF"),
+        "pr": pr_figure({"CNNCF": curve}, reversed_readers),
+    }
+    colours = {}
+    for key, fig in figures.items():
+        lines = {line.get_label(): to_hex(line.get_color()) for line in fig.axes[0].get_lines()}
+        colours[key] = {name: lines[name] for name in readers}
+        model = next(c for label, c in lines.items() if label.startswith("CNNCF"))
+        assert model not in colours[key].values(), (key, model, colours[key])
+        assert len(set(colours[key].values())) == len(readers), colours[key]
+        plt.close(fig)
+    assert colours["roc"] == colours["roc_ci"] == colours["pr"]
+    assert colours["roc"] == {name: to_hex(c) for name, c in reader_colours(readers).items()}

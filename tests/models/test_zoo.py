@@ -221,6 +221,35 @@ def test_cli_models_table(tmp_path):
     assert result.exit_code != 0
 
 
+def test_cli_models_lists_each_network_as_the_stages_build_it(tmp_path):
+    """The students and teachers show the classes the training stages give them (normal, pneumonia,
+    covid19: output (1, 3), not a generic (1, 2)), with the input kind of their task."""
+    from covidscan.config import load_params
+    from covidscan.training.tasks import TASKS, build_classifier, build_volume_classifier
+
+    params = {
+        "models": {"cnncf": {"stem_width": 4, "widths_stage1": [8, 8], "width_stage1_b": 8, "widths_stage2": [16, 16], "width_stage2_b": 16, "stride_b": 1},
+                   "cnnrf_width": 16, "csacnet": {"base_width": 2}},
+        "preprocess": {"xray_size": 64, "ct_slices": 12, "ct_size": 64, "crop_size": 32, "volume_slices": 8, "volume_size": 32},
+    }  # fmt: skip
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    p = load_params(path)
+    result = CliRunner().invoke(app, ["models", "--params", str(path)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in result.output.splitlines() if line.count("│") > 2}
+    for task in TASKS:
+        for name in ("student", *p.models.teachers):
+            model = build_classifier(name, p.models, task, p.preprocess)  # what train_teacher / distill train
+            kind, shape, classes, _, _, output = lines[f"{name} ({task})"]
+            assert classes == ", ".join(model.card.class_labels)
+            assert output == str((1, len(model.card.class_labels))) and len(model.card.class_labels) >= 3
+            assert kind == TASKS[task]["card_kind"] and shape == "x".join(map(str, model.input_spec.shape))
+    csacnet = build_volume_classifier("csacnet", p.models, p.preprocess)
+    assert lines["csacnet"][2] == ", ".join(csacnet.card.class_labels) and lines["csacnet"][5] == "(1, 2)"
+    assert lines["cnnrf"][0] == "lesion_crop" and lines["cnnrf"][5] == "(1, 5)"
+
+
 @pytest.mark.parametrize("name,input_size", [("student", 64), ("TS3", 64), ("csacnet", (8, 32, 32)), ("resnet3d", (8, 32, 32))])
 def test_gradcam_targets_the_last_stage(name, input_size, small_cfg):
     from monai.visualize import GradCAM

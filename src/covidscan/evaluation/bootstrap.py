@@ -26,7 +26,7 @@ from scipy import stats  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from covidscan.errors import DataError  # noqa: E402
-from covidscan.evaluation.curves import Curve, auroc, grid_curve, roc_points  # noqa: E402
+from covidscan.evaluation.curves import MODEL_COLOURS, Curve, auroc, draw_readers, grid_curve, roc_points  # noqa: E402
 from covidscan.evaluation.metrics import (  # noqa: E402
     BINARY_INDICES,
     binary_indices,
@@ -352,6 +352,30 @@ def roc_with_ci(
     )
 
 
+def roc_band_figure(
+    band: RocBand, readers: Mapping[str, Mapping[str, float]] | None = None, label: str = "model", title: str = "ROC with 95% CI"
+) -> plt.Figure:
+    """The figure :func:`plot_roc_band` writes (the model in ``MODEL_COLOURS[0]``, readers in
+    :func:`~covidscan.evaluation.curves.reader_colours`, as on the ROC and PR figures)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    pct = int(round(band.auc.level * 100))
+    colour = MODEL_COLOURS[0]
+    ax.fill_between(band.fpr, band.low, band.high, color=colour, alpha=0.25, label=f"{pct}% CI")
+    ax.plot(
+        band.fpr,
+        band.tpr,
+        color=colour,
+        lw=1.8,
+        label=f"{label} (AUC {band.auc.point:.3f}, {band.auc.low:.3f}-{band.auc.high:.3f})",
+    )
+    draw_readers(ax, readers, "1-specificity", "sensitivity")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 def plot_roc_band(
     band: RocBand,
     path: Path | str,
@@ -371,22 +395,7 @@ def plot_roc_band(
     Returns:
         The written path.
     """
-    fig, ax = plt.subplots(figsize=(5, 5))
-    pct = int(round(band.auc.level * 100))
-    ax.fill_between(band.fpr, band.low, band.high, color="C0", alpha=0.25, label=f"{pct}% CI")
-    ax.plot(
-        band.fpr,
-        band.tpr,
-        color="C0",
-        lw=1.8,
-        label=f"{label} (AUC {band.auc.point:.3f}, {band.auc.low:.3f}-{band.auc.high:.3f})",
-    )
-    for name, idx in (readers or {}).items():
-        ax.plot(1 - idx["specificity"], idx["sensitivity"], "o", ms=6, label=name)
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    fig = roc_band_figure(band, readers, label, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")

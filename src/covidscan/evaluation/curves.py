@@ -11,13 +11,14 @@ the curves here do the same, so a curve is one point per grid threshold (a call 
   (scikit-learn's ``average_precision_score`` definition, no interpolation); :func:`auprc_exact` gives
   the exact value. ``pr_auc_trapezoid`` is the trapezoidal area under the grid PR curve.
 
-Plots use matplotlib's Agg backend and are written as PNG files.
+Plots use matplotlib's Agg backend and are written as PNG files. A reader keeps one colour in every
+figure (:func:`reader_colours`); the model is C0.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -429,6 +430,27 @@ def choose_threshold(
 ReaderPoints = Mapping[str, Mapping[str, float]]
 """Reader name -> its indices (needs "sensitivity", "specificity", "precision")."""
 
+MODEL_COLOURS: tuple[str, ...] = ("C0", "black", "C7")
+"""The model curves' colours, in the order the curves are given (C0 for a single model)."""
+READER_COLOURS: tuple[str, ...] = ("C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
+"""The readers' palette: never a model colour, never the grey of the chance and iso-F1 lines."""
+
+
+def reader_colours(names: Iterable[str]) -> dict[str, str]:
+    """One colour per reader, the same in every figure (ROC, ROC with CI, PR) whatever the order the
+    readers come in: the sorted names take :data:`READER_COLOURS` in turn (repeating past eight)."""
+    return {name: READER_COLOURS[i % len(READER_COLOURS)] for i, name in enumerate(sorted(set(names)))}
+
+
+def draw_readers(ax: plt.Axes, readers: ReaderPoints | None, x: str, y: str) -> None:
+    """The readers as points (``x``/``y``: index names; ``"1-specificity"`` for the ROC's x), each in
+    its :func:`reader_colours` colour."""
+    readers = readers or {}
+    colours = reader_colours(readers)
+    for name, idx in readers.items():
+        xv = 1 - idx["specificity"] if x == "1-specificity" else idx[x]
+        ax.plot(xv, idx[y], "o", ms=6, color=colours[name], label=name)
+
 
 def _save(fig: plt.Figure, path: Path | str) -> Path:
     path = Path(path)
@@ -436,6 +458,20 @@ def _save(fig: plt.Figure, path: Path | str) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def roc_figure(curves: Mapping[str, Curve], readers: ReaderPoints | None = None, title: str = "ROC") -> plt.Figure:
+    """The figure :func:`plot_roc` writes (curves in :data:`MODEL_COLOURS`, readers in :func:`reader_colours`)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for i, (label, curve) in enumerate(curves.items()):
+        fpr, tpr = roc_points(curve)
+        ax.plot(fpr, tpr, lw=1.8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)], label=f"{label} (AUROC {auroc(curve):.4f})")
+    draw_readers(ax, readers, "1-specificity", "sensitivity")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
 
 
 def plot_roc(
@@ -455,17 +491,34 @@ def plot_roc(
     Returns:
         The written path.
     """
+    return _save(roc_figure(curves, readers, title), path)
+
+
+def pr_figure(
+    curves: Mapping[str, Curve], readers: ReaderPoints | None = None, title: str = "Precision-recall", iso_f1: Sequence[float] = ISO_F1_LEVELS
+) -> plt.Figure:
+    """The figure :func:`plot_pr` writes (curves in :data:`MODEL_COLOURS`, readers in :func:`reader_colours`)."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    for label, curve in curves.items():
-        fpr, tpr = roc_points(curve)
-        ax.plot(fpr, tpr, lw=1.8, label=f"{label} (AUROC {auroc(curve):.4f})")
-    for name, idx in (readers or {}).items():
-        ax.plot(1 - idx["specificity"], idx["sensitivity"], "o", ms=6, label=name)
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity")
+    for level in iso_f1:
+        r, p = iso_f1_curve(level)
+        keep = p <= 1.0
+        ax.plot(r[keep], p[keep], color="grey", ls="--", lw=0.8, alpha=0.7)
+        ax.annotate(
+            f"F1={level:.1f}",
+            xy=(0.9, 0.9 * level / (1.8 - level) + 0.02),
+            color="grey",
+            fontsize=7,
+        )
+    for i, (label, curve) in enumerate(curves.items()):
+        recall, precision, _ = pr_points(curve)
+        ax.plot(recall, precision, lw=1.8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)], label=f"{label} (AUPRC {auprc(curve):.4f})")
+    draw_readers(ax, readers, "sensitivity", "precision")
+    ax.set(
+        xlim=(-0.01, 1.01), ylim=(-0.01, 1.05), xlabel="Recall (sensitivity)", ylabel="Precision"
+    )
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
 
 
 def plot_pr(
@@ -487,28 +540,7 @@ def plot_pr(
     Returns:
         The written path.
     """
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for level in iso_f1:
-        r, p = iso_f1_curve(level)
-        keep = p <= 1.0
-        ax.plot(r[keep], p[keep], color="grey", ls="--", lw=0.8, alpha=0.7)
-        ax.annotate(
-            f"F1={level:.1f}",
-            xy=(0.9, 0.9 * level / (1.8 - level) + 0.02),
-            color="grey",
-            fontsize=7,
-        )
-    for label, curve in curves.items():
-        recall, precision, _ = pr_points(curve)
-        ax.plot(recall, precision, lw=1.8, label=f"{label} (AUPRC {auprc(curve):.4f})")
-    for name, idx in (readers or {}).items():
-        ax.plot(idx["sensitivity"], idx["precision"], "o", ms=6, label=name)
-    ax.set(
-        xlim=(-0.01, 1.01), ylim=(-0.01, 1.05), xlabel="Recall (sensitivity)", ylabel="Precision"
-    )
-    ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return _save(pr_figure(curves, readers, title, iso_f1), path)
 
 
 def plot_reliability(rel: Reliability, path: Path | str, title: str = "Reliability") -> Path:

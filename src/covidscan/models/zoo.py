@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ __all__ = [
     "model_names",
     "restore_card",
     "save_model",
+    "summary_row",
     "summary_rows",
 ]
 
@@ -290,6 +291,34 @@ def _default_inputs(name: str, cfg: ModelsConfig, pre: PreprocessConfig) -> tupl
     return 3, (pre.xray_size, pre.xray_size)
 
 
+def summary_row(label: str, build: Callable[[], nn.Module]) -> dict[str, Any]:
+    """Describe one network: input kind and shape, classes, parameters, forward GFLOPs (batch 1), output shape.
+
+    ``build()`` runs on the ``meta`` device, so even paper-size networks cost no memory or compute;
+    FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``. A configuration that is refused gives
+    a row with ``error`` set (and the other fields None) instead of raising.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    row: dict[str, Any] = {"name": label, "input_kind": None, "input_shape": None, "classes": None, "params": None, "gflops": None,
+                           "output_shape": None, "error": None}  # fmt: skip
+    try:
+        with torch.device("meta"):
+            model = build()
+        model.eval()
+        card: ModelCard = model.card  # type: ignore[assignment]
+        row["input_kind"], row["input_shape"], row["classes"] = card.input_spec.kind, tuple(card.input_spec.shape), tuple(card.class_labels)
+        row["params"] = sum(p.numel() for p in model.parameters())
+        x = torch.empty((1, *card.input_spec.shape), device="meta")
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            y = model(x)
+        row["gflops"] = counter.get_total_flops() / 1e9
+        row["output_shape"] = tuple((y[0] if isinstance(y, tuple) else y).shape)
+    except CovidscanError as err:
+        row["error"] = str(err)
+    return row
+
+
 def summary_rows(
     cfg: ModelsConfig,
     preprocess: PreprocessConfig | None = None,
@@ -298,11 +327,10 @@ def summary_rows(
     num_classes: int = 2,
     include_ct_stack: bool = True,
 ) -> list[dict[str, Any]]:
-    """One row per model: name, input shape, parameters, forward GFLOPs (batch 1), output shape.
+    """One :func:`summary_row` per zoo model built with generic inputs (``num_classes`` classes).
 
-    Models are built on the ``meta`` device, so even paper-size networks cost no memory or compute;
-    FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``. A configuration that is refused
-    gives a row with ``error`` set instead of failing the whole summary.
+    ``covidscan models`` lists the networks as the pipeline builds them instead
+    (:func:`covidscan.training.tasks.pipeline_networks`).
 
     Args:
         cfg: the ``models`` section.
@@ -311,8 +339,6 @@ def summary_rows(
         num_classes: classes of the classifiers.
         include_ct_stack: also list the student with the CT front (``ct_slices`` channels at ``ct_size``).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     pre = preprocess or PreprocessConfig()
     wanted: list[tuple[str, str, int, tuple[int, ...]]] = []
     for name in names or ["student", *cfg.teachers, "cnnrf", "csacnet", "resnet3d"]:
@@ -322,18 +348,10 @@ def summary_rows(
             wanted.append(("student (CT stack)", "student", pre.ct_slices, (pre.ct_size, pre.ct_size)))
     rows = []
     for label, name, ch, size in wanted:
-        row: dict[str, Any] = {"name": label, "input_shape": (ch, *size), "params": None, "gflops": None, "output_shape": None, "error": None}
-        try:
-            with torch.device("meta"):
-                model = build_model(name, cfg, input_size=size, in_channels=ch, num_classes=None if name == "cnnrf" else num_classes)
-            model.eval()
-            row["params"] = sum(p.numel() for p in model.parameters())
-            x = torch.empty((1, ch, *size), device="meta")
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                y = model(x)
-            row["gflops"] = counter.get_total_flops() / 1e9
-            row["output_shape"] = tuple(y.shape)
-        except CovidscanError as err:
-            row["error"] = str(err)
+        def build(name: str = name, ch: int = ch, size: tuple[int, ...] = size) -> nn.Module:
+            return build_model(name, cfg, input_size=size, in_channels=ch, num_classes=None if name == "cnnrf" else num_classes)
+
+        row = summary_row(label, build)
+        row["input_shape"] = row["input_shape"] or (ch, *size)
         rows.append(row)
     return rows

@@ -5,6 +5,8 @@ pipeline entry points wrap their work in :func:`stage_run`.
 
 The parent run is found by a *repro id*: ``COVIDSCAN_REPRO_ID`` when set, otherwise the process id and
 start time of the ``dvc`` process that spawned the stage (every stage of one ``dvc repro`` shares it).
+The first stage creates it; every stage, as it ends, moves its end time to now and marks it FAILED if
+the stage failed, so its duration is the repro's and its status says whether a stage failed.
 """
 
 from __future__ import annotations
@@ -96,8 +98,36 @@ def parent_run_id(experiment: str, rid: str | None = None) -> str:
         run_name=f"repro {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={PARENT_TAG: rid, "covidscan.git_commit": git_commit(), "mlflow.source.git.commit": git_commit()},
     )
-    client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(run.info.run_id, "FINISHED")  # never left RUNNING; each stage stretches it
     return run.info.run_id
+
+
+def extend_parent_run(client: Any, run_id: str, failed: bool) -> None:
+    """Stretch the repro's parent run to now and carry a stage's failure (DVC runs each stage in its own
+    process, so each stage does this as it ends): ``end_time = max(end_time, now)``; status FAILED
+    once any stage failed, else FINISHED."""
+    info = client.get_run(run_id).info
+    end = max(info.end_time or 0, int(time.time() * 1000))
+    status = "FAILED" if failed or info.status == "FAILED" else "FINISHED"
+    client.set_terminated(run_id, status, end_time=end)
+
+
+def mark_repro_failed(rid: str | None = None) -> list[str]:
+    """Mark this repro's parent run(s) FAILED, for a stage that failed outside :func:`stage_run`.
+
+    Looks in every experiment; does nothing when no parent exists yet (or the default sqlite store has
+    not been created). Returns the ids of the runs it marked.
+    """
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []
+    mlflow = _mlflow()
+    rid = rid or repro_id()
+    found = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`{PARENT_TAG}` = '{rid}'", output_format="list")
+    client = mlflow.MlflowClient()
+    for run in found:
+        extend_parent_run(client, run.info.run_id, failed=True)
+    return [run.info.run_id for run in found]
 
 
 def dvc_dep_hashes(stage: str, dvc_yaml: str | Path = "dvc.yaml", dvc_lock: str | Path = "dvc.lock") -> dict[str, str]:
@@ -119,6 +149,9 @@ def dvc_dep_hashes(stage: str, dvc_yaml: str | Path = "dvc.yaml", dvc_lock: str 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Any | None = None, experiment: str = "covidscan", tags: Mapping[str, str] | None = None) -> Iterator[Any]:
     """Start the MLflow run of one stage instance, nested under this repro's parent run.
+
+    As the stage ends, the parent run's end time moves to now and, if the stage raised, its status to
+    FAILED (:func:`extend_parent_run`): the parent spans the whole repro and says whether it failed.
 
     Args:
         stage: the DVC stage name (e.g. ``train_teacher@TS1-0``).
@@ -143,13 +176,21 @@ def stage_run(stage: str, params: Any | None = None, experiment: str = "covidsca
         **{f"dvc.dep.{k}": v for k, v in dvc_dep_hashes(stage).items()},
         **(tags or {}),
     }
-    with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, nested=True, tags=all_tags) as run:
-        if params is not None:
-            flat = flatten(params)
-            items = list(flat.items())
-            for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-                mlflow.log_params({k: (str(v)[:6000]) for k, v in items[i : i + 100]})
-        yield run
+    failed = True
+    try:
+        with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, nested=True, tags=all_tags) as run:
+            if params is not None:
+                flat = flatten(params)
+                items = list(flat.items())
+                for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+                    mlflow.log_params({k: (str(v)[:6000]) for k, v in items[i : i + 100]})
+            yield run
+        failed = False
+    finally:
+        try:
+            extend_parent_run(mlflow.MlflowClient(), parent, failed)
+        except Exception as err:  # noqa: BLE001 - never hide the stage's own error behind this one
+            log.warning("could not update the repro's parent run %s: %s", parent, err)
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -1,6 +1,8 @@
-"""The 2D framework's training tasks: which preprocessed records each task trains on, and their datasets.
+"""The 2D framework's training tasks: which preprocessed records each task trains on, and their datasets;
+and the builders of every network the training stages train (:func:`pipeline_networks` lists them).
 
-Shared by the training stages (``pipelines/``) and the tuning studies (:mod:`covidscan.tuning`).
+Shared by the training stages (``pipelines/``), the tuning studies (:mod:`covidscan.tuning`) and
+``covidscan models``.
 
 Tasks (seed 000):
 
@@ -18,11 +20,15 @@ class for the gate's sensitivity, the validation AUROC and the operating thresho
   seen influenza, so the CT networks learn it as a fourth class rather than scoring influenza with a
   model that never saw it. Experiments renormalise over their own classes
   (:func:`covidscan.evaluation.experiment.class_scores`).
+
+The 3D networks (CSAC-Net, the 3D ResNet baseline) classify a CT volume as ``non-covid19, covid19``
+(:data:`VOLUME_CLASSES`); CNNRF regresses the five clinical indicators from a lesion crop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,7 @@ TASKS: dict[str, dict[str, object]] = {
     "xray": {"subset": "XMDS", "input_kind": "xray", "card_kind": "image2d", "classes": CLASSES},
     "ct": {"subset": "CTMDS", "input_kind": "ct_stack", "card_kind": "ct_stack", "classes": (*CLASSES, "influenza")},
 }
+VOLUME_CLASSES: tuple[str, ...] = ("non-covid19", "covid19")
 
 
 def task_classes(task: str) -> tuple[str, ...]:
@@ -116,6 +123,52 @@ def build_classifier(name: str, models: Any, task: str, pre: Any) -> torch.nn.Mo
         name, models, input_size=input_size(task, pre), num_classes=len(task_classes(task)), in_channels=in_channels(task, pre.ct_slices),
         class_labels=task_classes(task), kind=str(TASKS[task]["card_kind"]),
     )  # fmt: skip
+
+
+def build_volume_classifier(name: str, models: Any, pre: Any) -> torch.nn.Module:
+    """A 3D network (``csacnet`` or the ``resnet3d`` baseline) for a CT volume, classes :data:`VOLUME_CLASSES`.
+
+    Raises:
+        ModelConfigError: the configuration cannot work at this volume size.
+    """
+    from covidscan.models.zoo import build_model
+
+    size = (pre.volume_slices, pre.volume_size, pre.volume_size)
+    return build_model(name, models, input_size=size, num_classes=len(VOLUME_CLASSES), class_labels=VOLUME_CLASSES, kind="ct_volume")
+
+
+def build_regressor(models: Any, pre: Any, target_range: Any = None) -> torch.nn.Module:
+    """CNNRF: the five clinical indicators from a lesion crop of ``preprocess.crop_size``, with the
+    training part's ``target_range`` (a :class:`~covidscan.models.card.TargetRange`) when known."""
+    from covidscan.models.cnnrf import CLINICAL_INDICATORS
+    from covidscan.models.zoo import build_model
+
+    return build_model("cnnrf", models, input_size=pre.crop_size, num_classes=len(CLINICAL_INDICATORS), kind="lesion_crop",
+                       class_labels=CLINICAL_INDICATORS, target_range=target_range)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PipelineNetwork:
+    """One network as a training stage builds it: ``build()`` returns it (on the current device)."""
+
+    label: str  # e.g. "student (xray)", "TS1 (ct)", "csacnet"
+    arch: str  # the zoo name
+    task: str  # "xray" / "ct" (2D framework), "ct_volume" (3D), "lesion_crop" (CNNRF)
+    build: Callable[[], torch.nn.Module]
+
+
+def pipeline_networks(models: Any, pre: Any) -> list[PipelineNetwork]:
+    """Every network the pipeline trains, built by the same functions as the stages: the student
+    (distill) and the configured teachers (train_teacher) per task of :data:`TASKS`, CNNRF
+    (train_regressor), CSAC-Net (train_csacnet) and the 3D ResNet baseline (baselines)."""
+    nets = []
+    for task in TASKS:
+        for name in ("student", *models.teachers):
+            nets.append(PipelineNetwork(f"{name} ({task})", name, task, lambda n=name, t=task: build_classifier(n, models, t, pre)))
+    nets.append(PipelineNetwork("cnnrf", "cnnrf", "lesion_crop", lambda: build_regressor(models, pre)))
+    for name in ("csacnet", "resnet3d"):
+        nets.append(PipelineNetwork(name, name, "ct_volume", lambda n=name: build_volume_classifier(n, models, pre)))
+    return nets
 
 
 @torch.no_grad()
