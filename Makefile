@@ -48,7 +48,7 @@ demo: install salt  ## install, generate the synthetic data, run `dvc repro` end
 	echo "  serving:   make serve  (BentoML on http://127.0.0.1:3000, the registry champions; docs/SERVING.md)" && \
 	echo "  research use only; not a medical device."
 
-test: install  ## the whole test suite, offline, no GPU
+test: install plots-vendor  ## the whole test suite, offline, no GPU (plots-vendor: the pinned vega libraries, for the offline-plots test)
 	$(BIN)/python -m pytest -q
 
 mlflow-ui: install  ## open the MLflow UI on 127.0.0.1 over the embedded sqlite store
@@ -108,4 +108,4 @@ clean:  ## remove pipeline outputs (keeps .venv, the DVC cache and mlflow.db)
 	rm -rf build data models reports metrics
 
 distclean: clean  ## also remove .venv, mlflow.db, artifacts and the local DVC remote
-	rm -rf $(VENV) mlflow.db mlartifacts dvc-remote .dvc/cache
+	rm -rf $(VENV) mlflow.db mlartifacts dvc-remote .dvc/cache vendor dvc_plots
