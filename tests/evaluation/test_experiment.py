@@ -12,9 +12,14 @@ PROBS = np.array([[0.1, 0.2, 0.6, 0.1], [0.5, 0.3, 0.1, 0.1]])
 LABELS = ["normal", "pneumonia", "covid19", "influenza"]
 
 
-def test_renormalises_over_the_experiment_classes():
-    s = class_scores(PROBS, LABELS, ["covid19"], ["normal"])
-    np.testing.assert_allclose(s, [0.6 / 0.7, 0.1 / 0.6])
+def test_the_score_stays_on_the_scale_the_threshold_was_chosen_on():
+    # P(covid19) as the model gives it, whatever the experiment's negatives: the card's threshold was
+    # chosen on this probability, so renormalising over covid19 + normal would move cases across it
+    for negative in (["normal"], ["influenza"], ["normal", "pneumonia"]):
+        np.testing.assert_allclose(class_scores(PROBS, LABELS, ["covid19"], negative), [0.6, 0.1])
+    np.testing.assert_allclose(class_scores(PROBS, LABELS, ["covid19", "influenza"], ["normal"]), [0.7, 0.2])
+    # a case the model finds a little pneumonia-like stays below a 0.5 threshold in a covid19-vs-normal experiment
+    assert class_scores(np.array([[0.05, 0.6, 0.3, 0.05]]), LABELS, ["covid19"], ["normal"])[0] < 0.5
 
 
 def test_a_model_without_one_of_the_experiments_classes_is_refused():

@@ -163,7 +163,13 @@ COMPLEMENT_PREFIX = "non-"  # a binary model's "everything but <class>" output, 
 
 
 def class_scores(probs: np.ndarray, class_labels: Sequence[str], positive: Sequence[str], negative: Sequence[str]) -> np.ndarray:
-    """The experiment's binary score: P(positive classes) renormalised over positive + negative classes.
+    """The experiment's binary score: the model's P(positive classes), on the model's own scale.
+
+    Not renormalised over the experiment's classes: the operating threshold on the model card was chosen
+    on validation data on this same probability (covid19 vs every other class of the task), so it applies
+    unchanged to every experiment. (Renormalising over, say, covid19 + normal inflates the score of a
+    normal case that the model finds a little pneumonia-like, and the stored threshold then calls every
+    normal case positive: specificity 0.00 at AUROC 1.00, as the demo showed.)
 
     Every class of the experiment must be an output of the model; there is no fallback. Two binary
     models are read explicitly:
@@ -191,11 +197,7 @@ def class_scores(probs: np.ndarray, class_labels: Sequence[str], positive: Seque
             f"the experiment's classes {[*positive, *negative]} (positive {list(positive)}, negative {list(negative)}) are not all "
             f"outputs of the model {labels}: it lacks {missing}; score it only on an experiment whose classes it was trained on"
         )
-    sp = p[:, [labels.index(c) for c in positive]].sum(1)
-    if not negative:
-        return np.clip(sp, 0.0, 1.0)
-    total = sp + p[:, [labels.index(c) for c in negative]].sum(1)
-    return np.where(total > 0, sp / np.where(total > 0, total, 1.0), 0.0)
+    return np.clip(p[:, [labels.index(c) for c in positive]].sum(1), 0.0, 1.0)
 
 
 def class_probs(probs: np.ndarray, class_labels: Sequence[str], classes: Sequence[str]) -> np.ndarray:

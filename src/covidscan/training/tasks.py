@@ -18,8 +18,8 @@ class for the gate's sensitivity, the validation AUROC and the operating thresho
 - ``ct``: ``normal, pneumonia, covid19, influenza``. Liang et al. 2020 train on the train-val part of each
   sub-dataset, and CTHDS holds influenza: experiment C (covid19 vs influenza) needs a model that has
   seen influenza, so the CT networks learn it as a fourth class rather than scoring influenza with a
-  model that never saw it. Experiments renormalise over their own classes
-  (:func:`covidscan.evaluation.experiment.class_scores`).
+  model that never saw it. An experiment scores P(covid19) and refuses a model that lacks one of its
+  classes (:func:`covidscan.evaluation.experiment.class_scores`).
 
 The 3D networks (CSAC-Net, the 3D ResNet baseline) classify a CT volume as ``non-covid19, covid19``
 (:data:`VOLUME_CLASSES`); CNNRF regresses the five clinical indicators from a lesion crop.

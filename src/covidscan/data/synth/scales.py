@@ -60,8 +60,8 @@ SCALES: dict[str, ScaleSpec] = {
                       min_clinical=5, slices=(1.0, 10, 20), xray_depth_samples=24),
     # `make demo` on a 2-core CPU: ~440 X-rays, ~420 CT volumes; every experiment's test part >= 10 per class
     "demo": ScaleSpec("demo", xray_size=128, ct_size=96, xray_fraction=0.025, ct_fraction=0.03, xray_min=20,
-                      ct_min=12, min_clinical=100, slices=(2.6, 20, 60), xray_depth_samples=32,
-                      minimums=(("xray/ccd", 70), ("ct/youan", 40), ("ct/youan:influenza", 60), ("ct/luna16", 40),
+                      ct_min=12, min_clinical=140, slices=(2.6, 20, 60), xray_depth_samples=32,
+                      minimums=(("xray/ccd", 70), ("ct/youan", 40), ("ct/youan:influenza", 90), ("ct/luna16", 40),
                                 ("ct/icnp", 40), ("ct/mildct_centre_d", 16))),
     # seed 000 Table 1 and seed 004 counts at 512x512, realistic slice counts (a GPU box; streamed)
     "paper": ScaleSpec("paper", xray_size=512, ct_size=512, xray_fraction=1.0, ct_fraction=1.0, xray_min=0,
