@@ -26,7 +26,7 @@ from scipy import stats  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from covidscan.errors import DataError  # noqa: E402
-from covidscan.evaluation.curves import MODEL_COLOURS, Curve, auroc, draw_readers, grid_curve, roc_points  # noqa: E402
+from covidscan.evaluation.curves import MODEL_COLOURS, Curve, auroc, finish_roc_axes, grid_curve, roc_points  # noqa: E402
 from covidscan.evaluation.metrics import (  # noqa: E402
     BINARY_INDICES,
     binary_indices,
@@ -368,11 +368,7 @@ def roc_band_figure(
         lw=1.8,
         label=f"{label} (AUC {band.auc.point:.3f}, {band.auc.low:.3f}-{band.auc.high:.3f})",
     )
-    draw_readers(ax, readers, "1-specificity", "sensitivity")
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    finish_roc_axes(ax, readers, title)
     return fig
 
 

@@ -466,12 +466,17 @@ def roc_figure(curves: Mapping[str, Curve], readers: ReaderPoints | None = None,
     for i, (label, curve) in enumerate(curves.items()):
         fpr, tpr = roc_points(curve)
         ax.plot(fpr, tpr, lw=1.8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)], label=f"{label} (AUROC {auroc(curve):.4f})")
+    finish_roc_axes(ax, readers, title)
+    return fig
+
+
+def finish_roc_axes(ax, readers: ReaderPoints | None, title: str) -> None:
+    """The readers' points, the chance diagonal, limits, labels, title and legend of a ROC plot."""
     draw_readers(ax, readers, "1-specificity", "sensitivity")
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    return fig
 
 
 def plot_roc(
