@@ -1,4 +1,5 @@
-"""On the demo-scale synthetic dataset, no patient and no near-duplicate group crosses two splits or folds."""
+"""On the demo-scale synthetic dataset, no patient and no near-duplicate group crosses two splits or
+folds, and every experiment's test part is large enough to carry a confidence interval."""
 
 from __future__ import annotations
 
@@ -36,3 +37,14 @@ def test_demo_dataset_splits_never_share_a_patient_or_group(tmp_path, monkeypatc
             trainval = rows[rows["part"] == "trainval"]
             folds = trainval.groupby(key)["fold"].nunique()
             assert (folds == 1).all(), f"{subset}: a {key} is in two folds"
+    # test parts that can carry a CI: >= 30 cases and >= 10 per class; CAVS >= 20 (the paper's has 20)
+    test = table[table["part"] == "test"]
+    for name, spec in params.experiments.items():
+        rows = test[test["subset"].isin(spec.subsets) & test["label"].isin([*spec.positive, *spec.negative])].drop_duplicates("record_id")
+        positives = int(rows["label"].isin(spec.positive).sum())
+        if not spec.negative:  # CA: lesion crops + indicators of covid19 cases
+            assert len(rows) >= 20, f"experiment {name}: {len(rows)} test cases"
+            continue
+        assert len(rows) >= 30 and positives >= 10 and len(rows) - positives >= 10, (
+            f"experiment {name}: {len(rows)} test cases, {positives} positive"
+        )

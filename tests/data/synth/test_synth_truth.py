@@ -171,16 +171,19 @@ def test_mild_cases_and_negative_first_rtpcr_exist(tables: dict) -> None:
 
 @pytest.mark.parametrize(
     ("scale", "n_xray", "n_ct", "covid_per_centre"),
-    [("tiny", (15, 40), (25, 60), 2), ("demo", (250, 350), (110, 170), 8), ("paper", (9540, 9540), (2829, 2829), 85)],
+    [("tiny", (15, 40), (25, 60), 2), ("demo", (330, 380), (500, 600), 12), ("paper", (9540, 9540), (2829, 2829), 85)],
 )
 def test_scale_table_counts(scale: str, n_xray: tuple[int, int], n_ct: tuple[int, int], covid_per_centre: int) -> None:
     spec = SCALES[scale]
     from covidscan.data.synth import SOURCES
 
-    xray = sum(spec.cases(n, s.modality, c in s.clinical_classes) for s in SOURCES for c, n in s.counts.items() if s.modality == "xray")
-    ct = sum(spec.cases(n, s.modality, c in s.clinical_classes) for s in SOURCES for c, n in s.counts.items() if s.modality == "ct")
+    def cases(s, c, n):
+        return spec.cases(n, s.modality, c in s.clinical_classes, source=s.key, label=c)
+
+    xray = sum(cases(s, c, n) for s in SOURCES for c, n in s.counts.items() if s.modality == "xray")
+    ct = sum(cases(s, c, n) for s in SOURCES for c, n in s.counts.items() if s.modality == "ct")
     assert n_xray[0] <= xray <= n_xray[1] and n_ct[0] <= ct <= n_ct[1]
-    per_centre = [spec.cases(s.counts["covid19"], "ct") for s in SOURCES if s.name == "mildct"]
+    per_centre = [cases(s, "covid19", s.counts["covid19"]) for s in SOURCES if s.name == "mildct"]
     assert min(per_centre) >= covid_per_centre
     slices = {spec.ct_slices(s.paper_slices) for s in SOURCES if s.modality == "ct"}
     assert len(slices) >= 4
