@@ -33,16 +33,14 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="session")
-def dvc_project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """The project copied into a fresh git repo with `profile: tiny`, its own salt and MLflow store."""
-    repo = tmp_path_factory.mktemp("project")
+def copy_project(repo: Path, profile: str) -> tuple[Path, dict[str, str]]:
+    """The project copied into ``repo`` as a fresh git repo with ``profile``, its own salt and MLflow store."""
     for rel in project_files():
         dest = repo / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest)
     params = repo / "params.yaml"
-    params.write_text(re.sub(r"(?m)^profile: \w+", "profile: tiny", params.read_text()))
+    params.write_text(re.sub(r"(?m)^profile: \w+", f"profile: {profile}", params.read_text()))
     env = dict(os.environ)
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -54,4 +52,19 @@ def dvc_project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     run(["git", "init", "-q", "-b", "main"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "project copy"], repo, env)
+    return repo, env
+
+
+@pytest.fixture(scope="session")
+def dvc_project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The project copied into a fresh git repo with `profile: tiny`, its own salt and MLflow store."""
+    return copy_project(tmp_path_factory.mktemp("project"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def demo_repro(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The project on the demo profile after a real `dvc repro evaluate_regressor` (synth ... CNNRF's
+    evaluation: about 3 minutes on 2 cores); shared by the demo-scale tests."""
+    repo, env = copy_project(tmp_path_factory.mktemp("demo-project"), "demo")
+    run(["dvc", "repro", "evaluate_regressor"], repo, dict(env, OMP_NUM_THREADS="2"), timeout=1500)
     return repo, env

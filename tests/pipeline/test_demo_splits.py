@@ -1,34 +1,24 @@
-"""On the demo-scale synthetic dataset, no patient and no near-duplicate group crosses two splits or
-folds, and every experiment's test part is large enough to carry a confidence interval."""
+"""On the demo-scale synthetic dataset (the shared demo repro of tests/pipeline/conftest.py), no patient
+and no near-duplicate group crosses two splits or folds, and every experiment's test part is large
+enough to carry a confidence interval."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
-from covidscan.config import SynthConfig, load_params
-from covidscan.data.ingest import ingest
-from covidscan.data.splits import split_manifest
-from covidscan.data.synth import generate
-from covidscan.validation.tables import read_ingest
-from tests.conftest import ROOT
+from covidscan.config import load_params
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_dataset_splits_never_share_a_patient_or_group(tmp_path, monkeypatch):
-    monkeypatch.setenv("COVIDSCAN_SALT", "demo-split-test-salt-0123456789")
-    params = load_params(ROOT / "params.yaml", profile="demo")
-    raw = tmp_path / "raw"
-    generate(SynthConfig(scale="demo", seed=params.synth.seed), raw)
-    sources = [s.model_copy(update={"location": str(raw)}) for s in params.data.sources]
-    ingest(sources, params.data, tmp_path / "ingest", progress=False)
-    tables = read_ingest(tmp_path / "ingest")
-    table = split_manifest(
-        tables.manifest, tables.root, params.subsets, params.splits, params.run.seed,
-        clinical=tables.clinical, annotations=tables.annotations,
-    ).table
+def test_demo_dataset_splits_never_share_a_patient_or_group(demo_repro):
+    repo, _ = demo_repro
+    params = load_params(repo / "params.yaml", profile="demo")
+    table = pd.read_parquet(repo / "data/splits/splits.parquet")
+    manifest = pd.read_parquet(repo / "data/interim/ingest/manifest.parquet")
     assert set(table["subset"]) >= set(params.subsets)
-    patients = tables.manifest.set_index("record_id")["patient_id"]
+    patients = manifest.set_index("record_id")["patient_id"]
     table = table.assign(patient_id=table["record_id"].map(patients))
     for subset, rows in table.groupby("subset"):
         for key in ("patient_id", "group_id"):
