@@ -49,7 +49,7 @@ demo: install salt  ## install, generate the synthetic data, run `dvc repro` end
 	echo "  research use only; not a medical device."
 
 test: install plots-vendor  ## the whole test suite, offline, no GPU (plots-vendor: the pinned vega libraries, for the offline-plots test)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 mlflow-ui: install  ## open the MLflow UI on 127.0.0.1 over the embedded sqlite store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
