@@ -201,7 +201,7 @@ def models(
             shape = "x".join(str(n) for n in r["input_shape"])
             table.add_row(r["name"], r["input_kind"], shape, ", ".join(r["classes"]), f"{r['params']:,}", f"{r['gflops']:.3f}",
                           str(tuple(r["output_shape"])))  # fmt: skip
-    out.print(table)
+    Console().print(table)  # a console made now, so it takes the terminal width (COLUMNS) of this call, not of the import
 
 
 @command("plots")
