@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install demo test repro push mlflow-ui serve bento lock salt clean distclean
+.PHONY: help install demo test test-fast repro push mlflow-ui serve bento lock salt clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ demo: install salt  ## install, generate the synthetic data, run `dvc repro` end
 
 test: install plots-vendor  ## the whole test suite, offline, no GPU (plots-vendor: the pinned vega libraries, for the offline-plots test)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+test-fast: install  ## the inner loop: every test not marked slow (no dvc repro, no bentoml serve), two workers
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 mlflow-ui: install  ## open the MLflow UI on 127.0.0.1 over the embedded sqlite store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
