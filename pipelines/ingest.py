@@ -40,9 +40,6 @@ def main(argv: list[str] | None = None) -> None:
         log_artifact(Path(args.out) / "summary.parquet", "ingest")
         log_dict({"skipped": summary.skipped}, "ingest/skipped.json")
         log_metrics({"n_records": summary.n_records, "n_quarantined": summary.n_quarantined})
-    # TODO(integrator): log_input — record the manifest as an MLflow dataset input of the stage run
-    # here (digest: summary.manifest_sha256 of manifest.parquet; counts: summary.per_source,
-    # skipped: summary.skipped). Library code does no MLflow.
     print(summary.per_source.to_string(index=False))
     print(f"{summary.n_records} records, {summary.n_quarantined} quarantined, manifest sha256 {summary.manifest_sha256[:12]}")
     log.info("skipped by the adapters: %s", summary.skipped)

@@ -56,8 +56,6 @@ def write_figures(index: pd.DataFrame, processed_dir: Path, figures_dir: Path, c
     if ct is not None:
         written.append(plot_dimension_normalisation(np.load(processed_dir / ct["image_path"]), figures_dir / "fig1b_dimension_normalisation.png"))
     written += pca_figures(index, processed_dir, figures_dir, seed=seed)
-    # TODO(integrator): mlflow — log every path in `written` as an artifact of the preprocess run
-    # (covidscan.tracking), together with the `preprocess` params and the cache hit/miss counts.
     return written
 
 
@@ -84,18 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         workers = max(1, args.workers if args.workers is not None else params.run.num_workers)
         from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-        run = stage_run("preprocess", params.preprocess, experiment=params.run.experiment_name)
-        run.__enter__()
-        index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir, workers=workers)
-        counts = index["input_kind"].value_counts().to_dict()
-        log.info("index: %d records (%s); cache hits %d, misses %d", len(index), counts, index.attrs["hits"], index.attrs["misses"])
-        if not args.no_figures:
-            for path in write_figures(index, args.out_dir, args.figures_dir, params.preprocess, params.run.seed):
-                log.info("figure: %s", path)
-                log_artifact(path, "figures")
-        log_artifact(args.out_dir / "input_specs.json", "preprocess")
-        log_metrics({"cache_hits": index.attrs["hits"], "cache_misses": index.attrs["misses"], "n_records": len(index)})
-        run.__exit__(None, None, None)
+        with stage_run("preprocess", params.preprocess, experiment=params.run.experiment_name):
+            index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir, workers=workers)
+            counts = index["input_kind"].value_counts().to_dict()
+            log.info("index: %d records (%s); cache hits %d, misses %d", len(index), counts, index.attrs["hits"], index.attrs["misses"])
+            if not args.no_figures:
+                for path in write_figures(index, args.out_dir, args.figures_dir, params.preprocess, params.run.seed):
+                    log.info("figure: %s", path)
+                    log_artifact(path, "figures")
+            log_artifact(args.out_dir / "input_specs.json", "preprocess")
+            log_metrics({"cache_hits": index.attrs["hits"], "cache_misses": index.attrs["misses"], "n_records": len(index)})
     except CovidscanError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     except CovidscanError as err:
         print(f"split: {err}", file=sys.stderr)
         return err.exit_code
-    # TODO(integrator): mlflow log_input (the split table as a dataset, with its digest) / log_artifact(summary_path)
     logging.getLogger("pipelines.split").info("wrote %s and %s", table_path, summary_path)
     return 0
 

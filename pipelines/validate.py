@@ -45,18 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-        run = stage_run("validate", params.validate, experiment=params.run.experiment_name)
-        run.__enter__()
-        report = validate(
-            args.ingest, params.validate, splits=splits, splits_cfg=params.splits,
-            subset_names=list(params.subsets) or None, docs_dir=args.out / "docs", raise_on_failure=False,
-        )  # fmt: skip
-        summary_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
-        log_artifact(summary_path, "validation")
-        log_artifact(args.out / "docs", "validation/data_docs")
-        log_metrics({"validation_success": float(report.success), "n_failures": float(len(report.failures))})
-        run.__exit__(None, None, None)
-        # TODO(integrator): mlflow log_artifact(summary_path) and the data docs folder (args.out / "docs")
+        with stage_run("validate", params.validate, experiment=params.run.experiment_name):
+            report = validate(
+                args.ingest, params.validate, splits=splits, splits_cfg=params.splits,
+                subset_names=list(params.subsets) or None, docs_dir=args.out / "docs", raise_on_failure=False,
+            )  # fmt: skip
+            summary_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+            log_artifact(summary_path, "validation")
+            log_artifact(args.out / "docs", "validation/data_docs")
+            log_metrics({"validation_success": float(report.success), "n_failures": float(len(report.failures))})
+        # failed expectations are a result of the run, not an error in it: the run has ended FINISHED
         if not report.success:
             raise ValidationFailed(report.summary())
     except CovidscanError as err:

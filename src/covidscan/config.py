@@ -51,7 +51,7 @@ class RunConfig(Section):
     experiment_name: str = "covidscan"
 
 
-# ------------------------------------------------------------------------------ data (issue 3)
+# ---------------------------------------------------------------------------------------- data
 class SynthConfig(Section):
     """The synthetic hybrid DICOM dataset (SPEC.md section 1)."""
 
@@ -111,7 +111,7 @@ class DataConfig(Section):
     deid: DeidConfig = Field(default_factory=DeidConfig)
 
 
-# ----------------------------------------------------------------- splits/preprocess (issue 4)
+# --------------------------------------------------------------------------- splits/preprocess
 class SubsetSpec(Section):
     """A sub-dataset: a selection of modality x sources x classes (seed 000 Table 1)."""
 
@@ -195,7 +195,7 @@ class PreprocessConfig(Section):
 
 
 class ValidationConfig(Section):
-    """Great Expectations data-quality gates (issue 4). Thresholds are ours (assumed)."""
+    """Great Expectations data-quality gates. Thresholds are ours (assumed)."""
 
     # manifest
     allowed_sources: list[str] | None = None  # None: any name matching source_regex
@@ -245,7 +245,7 @@ class ValidationConfig(Section):
     max_examples: int = Field(5, ge=1)  # offending values shown per failed expectation
 
 
-# --------------------------------------------------------------------------- models (issue 5)
+# -------------------------------------------------------------------------------------- models
 class CNNCFConfig(Section):
     """CNNCF hyper-parameters; defaults are the paper's (Q, L, M, N) = (1, 1, 2, 2).
 
@@ -326,7 +326,7 @@ class ModelsConfig(Section):
         return self
 
 
-# ------------------------------------------------------------------------- training (issue 6)
+# ------------------------------------------------------------------------------------ training
 class OptimConfig(Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -358,7 +358,7 @@ class TrainConfig(Section):
     keep: Literal["last", "best"] = "last"  # the paper keeps the last epoch's weights
 
 
-# ----------------------------------------------------------------------- evaluation (issue 7)
+# ---------------------------------------------------------------------------------- evaluation
 class EvaluateConfig(Section):
     """Statistics and interpretability (SPEC.md section 5); read by ``covidscan.evaluation``/``explain``."""
 
@@ -388,7 +388,7 @@ class EvaluateConfig(Section):
     confound_purity: float = Field(0.95, gt=0, le=1)
 
 
-# --------------------------------------------------------------- registry and serving (issue 9)
+# ------------------------------------------------------------------------ registry and serving
 class RegistryConfig(Section):
     """The MLflow registry promotion gate (``covidscan.evaluation.promotion``, the ``register`` stage).
 
@@ -406,7 +406,7 @@ class RegistryConfig(Section):
     previous_alias: str = "previous-champion"  # the champion a promotion replaced (for rollback)
     auroc_margin: float = Field(0.02, ge=0, le=1)  # assumed
     min_sensitivity: float = Field(0.9, ge=0, le=1)  # assumed; seed 004 reports 0.915 on its external centre
-    min_specificity: float = Field(0.8, ge=0, le=1)  # assumed; a screening operating point (issue 12's acceptance level)
+    min_specificity: float = Field(0.8, ge=0, le=1)  # assumed; a screening operating point (rules out a model that calls everyone positive)
     # the first version becomes champion only when the lower bound of its AUROC CI is above this (chance)
     first_min_auroc: float = Field(0.5, ge=0, le=1)  # assumed
     mse_margin: float = Field(0.005, ge=0)  # assumed; on the min-max normalised indicators
@@ -454,7 +454,7 @@ class ServeConfig(Section):
     workers: int = Field(1, ge=1)  # HTTP front workers (CPU: decoding and preprocessing)
 
 
-# --------------------------------------------------------------------------- tuning (issue 8)
+# -------------------------------------------------------------------------------------- tuning
 class TuneSpace(Section):
     """The search space of a study: (low, high) ranges (inclusive) and choices. A parameter named in
     ``fixed`` is not searched and keeps its configured value (``models.cnncf`` / ``train``)."""

@@ -6,6 +6,7 @@ import random
 import warnings
 
 import numpy as np
+import pytest
 import torch
 
 from covidscan.config import OptimConfig
@@ -62,3 +63,32 @@ def test_deterministic_mode_is_restored_after_use():
     with DeterministicMode(True, torch.device("cpu")):
         assert torch.are_deterministic_algorithms_enabled()
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_deterministic_mode_is_restored_when_training_raises():
+    from torch.utils.data import Dataset
+
+    from covidscan.config import RunConfig
+    from covidscan.training.loop import train
+    from tests.training.standins import TinyCNN
+
+    class Broken(Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i):
+            raise RuntimeError("unreadable sample")
+
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # fmt: skip
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    try:
+        run = RunConfig(seed=0, deterministic=True, device="cpu", num_workers=0)
+        with pytest.raises(RuntimeError, match="unreadable sample"):
+            train(TinyCNN(), Broken(), None, optim=OptimConfig(epochs=1, batch_size=2), run=run, class_weights="none", init="none")
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic is False and torch.backends.cudnn.benchmark is True
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]

@@ -153,9 +153,7 @@ def train(
     device = pick_device(run.device)
     on_gpu = device.type == "cuda"
     seed_everything(run.seed)
-    determinism = DeterministicMode(run.deterministic, device)
-    determinism.__enter__()
-    try:
+    with DeterministicMode(run.deterministic, device) as determinism:
         # ---- 2. model ------------------------------------------------------------------------
         if init == "xavier":
             xavier_init_(model)
@@ -336,8 +334,6 @@ def train(
             peak_rss_mb=peak_rss_mb(),
             peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
         )
-    finally:
-        determinism.__exit__(None, None, None)
 
 
 # ================================================================================= the pieces

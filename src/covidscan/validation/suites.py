@@ -4,7 +4,7 @@ Each builder returns a :class:`Check`: the table to validate, the suite, and the
 row in the report (e.g. ``record_id``). Every expectation carries a ``description`` in plain words;
 the report and the data docs show it.
 
-Suites (the issue's five kinds):
+Suites (five kinds):
   1. ``manifest.columns`` + ``manifest``: schema, allowed values, unique ids, pseudonyms, no
      identifying columns, every array file present.
   2. ``images.<kind>``: statistics computed from the stored arrays (dtype, shape, spacing, value
