@@ -35,13 +35,15 @@ def _clean(value: float) -> float | None:
 
 def aggregate(oof: pd.DataFrame) -> dict[str, dict[str, dict]]:
     """task -> teacher -> {folds, fold_auroc, mean_auroc, oof_auroc, n}."""
+    from covidscan.evaluation.curves import auroc_exact
+
     positive = f"p_{ti.CLASSES[ti.POSITIVE]}"
     out: dict[str, dict[str, dict]] = {}
     for (task, teacher), rows in oof.groupby(["task", "teacher"], sort=True):
         folds = sorted(int(f) for f in rows["fold"].unique())
-        aurocs = [ti.binary_auroc((g["y"] == ti.POSITIVE).to_numpy(), g[positive].to_numpy()) for g in (rows[rows["fold"] == f] for f in folds)]
+        aurocs = [auroc_exact((g["y"] == ti.POSITIVE).to_numpy(), g[positive].to_numpy()) for g in (rows[rows["fold"] == f] for f in folds)]
         finite = [a for a in aurocs if math.isfinite(a)]
-        pooled = ti.binary_auroc((rows["y"] == ti.POSITIVE).to_numpy(), rows[positive].to_numpy())
+        pooled = auroc_exact((rows["y"] == ti.POSITIVE).to_numpy(), rows[positive].to_numpy())
         out.setdefault(str(task), {})[str(teacher)] = {
             "folds": folds,
             "fold_auroc": [_clean(a) for a in aurocs],

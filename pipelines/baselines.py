@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     from sklearn.svm import SVC
 
     from covidscan.config import load_params
+    from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.baselines import classic_scores, save_feature_settings, volume_features
     from covidscan.models.zoo import save_model
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             if len(x_test):
                 scores[name] = classic_scores(estimator, x_test)
         for name, score in scores.items():
-            auroc = ti.binary_auroc(y_test, score) if len(score) else float("nan")
+            auroc = auroc_exact(y_test, score) if len(score) else float("nan")
             result[name] = {"test_auroc": _clean(auroc), "n_test": int(len(y_test)), "n_test_positive": int(y_test.sum())}
             log_metrics({f"{name}/test_auroc": auroc})
             log.info("%s: test AUROC %s (%d test volumes)", name, result[name]["test_auroc"], len(y_test))

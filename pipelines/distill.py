@@ -69,6 +69,7 @@ def load_teachers(task: str, names: list[str], cv: dict) -> tuple[dict, dict, di
 
 def train_student(task: str, rows, val_fold: int, params, teachers) -> tuple[object, dict, list]:
     """Train one student (with ``teachers`` or without: None); returns model, summary, history."""
+    from covidscan.evaluation.curves import auroc_exact
     from covidscan.preprocess.augment import Augment2D
     from covidscan.training.loop import train
     from covidscan.training.tasks import build_classifier
@@ -94,7 +95,7 @@ def train_student(task: str, rows, val_fold: int, params, teachers) -> tuple[obj
     probs = ti.predict(model, val_set)
     is_pos = (val_rows["y"] == ti.POSITIVE).to_numpy()
     score = probs[:, ti.POSITIVE]
-    summary = {"val_auroc": ti.binary_auroc(is_pos, score), "gate_opened": bool(result.gate_opened), "n_train": len(train_rows), "n_val": len(val_rows)}
+    summary = {"val_auroc": auroc_exact(is_pos, score), "gate_opened": bool(result.gate_opened), "n_train": len(train_rows), "n_val": len(val_rows)}
     model.val_data = (is_pos, score, ti.example_batch(val_set, 1))  # type: ignore[attr-defined]
     return model, summary, result.history
 

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from covidscan.config import load_params
+    from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import log_metrics, stage_run
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         model, result = ti.train_volume_model("csacnet", params, train_rows, val_rows)
         val = ti.volume_dataset(val_rows)
         val_scores = ti.predict(model, val)[:, 1]
-        val_auroc = ti.binary_auroc(val_rows["y"].to_numpy(), val_scores)
+        val_auroc = auroc_exact(val_rows["y"].to_numpy(), val_scores)
         point = ti.set_operating_threshold(model, val_rows["y"].to_numpy(), val_scores, params.evaluate, "csacnet")
         save_model(model, OUT, extra={"history": result.history, "n_train": len(train_rows), "n_val": len(val_rows),
                                       "threshold_rule": point.rule, "threshold_note": point.note})  # fmt: skip

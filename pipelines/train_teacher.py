@@ -49,6 +49,7 @@ def write_marker(task: str, teacher: str, fold: int, why: str) -> None:
 
 def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -> dict[str, float]:
     """Train one teacher fold model on a task; returns its summary metrics."""
+    from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.zoo import save_model
     from covidscan.preprocess.augment import Augment2D
     from covidscan.training.loop import train
@@ -81,7 +82,7 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
     save_model(model, model_path, extra={"history": result.history, "gate_opened": result.gate_opened, "fold": fold})
     oof[oof_columns(task)].to_parquet(oof_path, index=False)
     ti.log_loss_curve({f"{teacher}-f{fold}": result.history}, f"figures/{task}_loss.png")
-    fold_auroc = ti.binary_auroc((oof["y"] == ti.POSITIVE).to_numpy(), oof[f"p_{ti.CLASSES[ti.POSITIVE]}"].to_numpy())
+    fold_auroc = auroc_exact((oof["y"] == ti.POSITIVE).to_numpy(), oof[f"p_{ti.CLASSES[ti.POSITIVE]}"].to_numpy())
     summary = {"fold_auroc": fold_auroc, "gate_opened": float(bool(result.gate_opened)), "n_train": len(train_rows), "n_val": len(val_rows)}
     log.info("%s %s fold %d: AUROC %.3f (train %d, val %d)", task, teacher, fold, fold_auroc, len(train_rows), len(val_rows))
     return summary

@@ -29,7 +29,6 @@ from covidscan.training.tasks import (  # noqa: F401 - re-exported for the stage
     SPLITS,
     TASKS,
     VOLUME_CLASSES,
-    binary_auroc,
     build_classifier,
     build_regressor,
     build_volume_classifier,

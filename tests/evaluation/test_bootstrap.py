@@ -97,6 +97,26 @@ def test_roc_band_and_plots(tmp_path) -> None:
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_and_batched_auroc_equal_sklearn_with_ties(seed: int) -> None:
+    from covidscan.evaluation.bootstrap import auroc_batch
+    from covidscan.evaluation.curves import auroc_exact
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 40)
+    s = rng.integers(0, 6, 40) / 5  # heavy ties, within and across the classes
+    assert auroc_exact(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    idx = resample_indices(y.size, 200, seed=seed)
+    aucs = auroc_batch(y[idx], s[idx])
+    for b in range(idx.shape[0]):
+        yb, sb = y[idx[b]], s[idx[b]]
+        if 0 < yb.sum() < yb.size:
+            assert aucs[b] == pytest.approx(roc_auc_score(yb, sb), abs=1e-12)
+            assert aucs[b] == pytest.approx(auroc_exact(yb, sb), abs=1e-12)
+        else:
+            assert np.isnan(aucs[b]) and np.isnan(auroc_exact(yb, sb))
+
+
 def test_batched_auroc_and_grid_counts_equal_per_resample_versions() -> None:
     from covidscan.evaluation.bootstrap import auroc_batch, grid_counts_batch
     from covidscan.evaluation.curves import grid_curve

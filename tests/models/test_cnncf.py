@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from covidscan.config import ModelsConfig, TeacherArch
 from covidscan.errors import ModelConfigError
-from covidscan.models.blocks import BottleneckResBlockA, ResBlockB
+from covidscan.models.blocks import BottleneckResBlockA, ResBlockB, xavier_init_
 from covidscan.models.cnncf import CNNCF, teacher_config
 
 SMALL = dict(stem_width=4, widths_stage1=[8, 8], width_stage1_b=8, widths_stage2=[16, 16], width_stage2_b=16)
@@ -70,7 +70,7 @@ def test_ct_front_groups_contiguous_slices():
 
 
 def test_xavier_initialisation():
-    model = CNNCF(**SMALL, input_size=64)
+    model = xavier_init_(CNNCF(**SMALL, input_size=64))  # the training loop's initialisation
     conv = model.stem[0]
     fan_in, fan_out = conv.in_channels * 9, conv.out_channels * 9
     bound = (6.0 / (fan_in + fan_out)) ** 0.5
@@ -78,6 +78,8 @@ def test_xavier_initialisation():
     assert conv.weight.abs().max() > 0.5 * bound
     lin = model.head[-1]
     assert torch.equal(lin.bias, torch.zeros_like(lin.bias))
+    bn = model.stem[1]
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
 
 
 # ------------------------------------------------------------------------------- teachers

@@ -1,4 +1,4 @@
-"""Validation metrics: AUROC equals scikit-learn's, sensitivity positive/macro."""
+"""Validation metrics: AUROC equals scikit-learn's (positive class, macro, degenerate), sensitivity positive/macro."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from covidscan.training.val_metrics import auroc, binary_auroc, sensitivity
+from covidscan.training.val_metrics import auroc, sensitivity
 
 
-def test_binary_auroc_matches_sklearn_with_ties():
+def test_auroc_positive_class_matches_sklearn_with_ties():
     g = torch.Generator().manual_seed(0)
-    score = torch.randint(0, 5, (60,), generator=g).float()  # many ties
-    y = torch.rand(60, generator=g) < 0.4
-    assert binary_auroc(score, y) == pytest.approx(roc_auc_score(y.numpy(), score.numpy()), abs=1e-12)
+    p1 = torch.randint(0, 5, (60,), generator=g).float() / 4  # many ties
+    y = (torch.rand(60, generator=g) < 0.4).long()
+    probs = torch.stack([1 - p1, p1], dim=1)
+    assert auroc(probs, y, 1) == pytest.approx(roc_auc_score(y.numpy(), p1.numpy()), abs=1e-12)
 
 
 def test_auroc_multiclass_macro_and_degenerate():
@@ -23,6 +24,7 @@ def test_auroc_multiclass_macro_and_degenerate():
     y = torch.tensor([0, 1, 2, 0])
     assert auroc(probs, y) == pytest.approx(roc_auc_score(y.numpy(), probs.numpy(), multi_class="ovr", average="macro"))
     assert math.isnan(auroc(probs, torch.zeros(4, dtype=torch.long), 1))
+    assert math.isnan(auroc(torch.full((4, 3), math.nan), y))  # a diverged model: NaN, not an error
 
 
 def test_sensitivity_positive_class_and_macro():

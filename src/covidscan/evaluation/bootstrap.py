@@ -23,10 +23,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from covidscan.errors import DataError  # noqa: E402
-from covidscan.evaluation.curves import MODEL_COLOURS, Curve, auroc, finish_roc_axes, grid_curve, roc_points  # noqa: E402
+from covidscan.evaluation.curves import MODEL_COLOURS, Curve, auroc, auroc_exact, finish_roc_axes, grid_curve, roc_points  # noqa: E402
 from covidscan.evaluation.metrics import (  # noqa: E402
     BINARY_INDICES,
     binary_indices,
@@ -195,6 +194,8 @@ def bootstrap_binary_indices(
 def auroc_batch(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Exact AUROC (Mann-Whitney, ties count 1/2) of each row of a batch, vectorised.
 
+    The batched form of :func:`covidscan.evaluation.curves.auroc_exact` (equal to it on every row).
+
     Args:
         y_true: labels 0/1, shape (B, n).
         scores: scores, shape (B, n).
@@ -228,11 +229,11 @@ def bootstrap_auroc(
         level: CI level.
 
     Returns:
-        The result (point = scikit-learn's ``roc_auc_score`` on the full set).
+        The result (point = :func:`~covidscan.evaluation.curves.auroc_exact` on the full set).
     """
     t = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=float)
-    point = float(roc_auc_score(t, s)) if 0 < t.sum() < t.size else float("nan")
+    point = auroc_exact(t, s)
     idx = resample_indices(t.size, n_resamples, seed)
     return _result(point, auroc_batch(t[idx], s[idx]), level)
 

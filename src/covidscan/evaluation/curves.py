@@ -6,7 +6,9 @@ the curves here do the same, so a curve is one point per grid threshold (a call 
 
 - AUROC (grid): trapezoidal area under the grid ROC, closed with (0, 0) and (1, 1). It differs from the
   exact (Mann-Whitney) AUROC only by pairs whose scores share a grid cell, which it counts as ties;
-  :func:`auroc_exact` gives scikit-learn's exact value for reference.
+  :func:`auroc_exact` gives the exact value. It is the project's one exact AUROC (training's validation
+  AUROC and the training stages use it too); its batched form for the bootstrap is
+  :func:`covidscan.evaluation.bootstrap.auroc_batch`.
 - AUPRC (grid): average precision, ``sum_k (R_k - R_{k-1}) P_k`` over the grid in increasing recall
   (scikit-learn's ``average_precision_score`` definition, no interpolation); :func:`auprc_exact` gives
   the exact value. ``pr_auc_trapezoid`` is the trapezoidal area under the grid PR curve.
@@ -156,14 +158,17 @@ def auroc(curve: Curve) -> float:
 
 
 def auroc_exact(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Exact AUROC (scikit-learn ``roc_auc_score``), for reference; NaN with one class only.
+    """Exact AUROC: scikit-learn's ``roc_auc_score``, the Mann-Whitney statistic with ties counted 1/2.
 
     Args:
-        y_true: labels 0/1.
-        scores: positive-class scores.
+        y_true: labels 0/1 (or booleans).
+        scores: positive-class scores (finite).
 
     Returns:
-        The AUROC.
+        The AUROC; NaN when only one class is present (or there is no case).
+
+    Raises:
+        DataError: labels not 0/1, shapes differ, or a score is NaN or infinite.
     """
     t, s = _check_binary(y_true, scores)
     if t.all() or not t.any():

@@ -31,21 +31,30 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+_CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm)
+
+
 def xavier_init_(module: nn.Module) -> nn.Module:
-    """Xavier-uniform weights and zero biases for every conv and linear layer; BN to (1, 0).
+    """Xavier-uniform weights and zero biases for convolutions and linear layers; norms to (1, 0).
+
+    The paper initialises every network with Xavier (Glorot) initialisation. The constructors do not:
+    the training loop applies this to a fresh model (``init="xavier"``, the default) before the first
+    epoch, after seeding, and never when it resumes from a checkpoint. A model built and used without
+    the loop (serving, evaluation) loads its weights.
 
     Args:
-        module: the network to initialise in place.
+        module: the network to initialise in place (buffers such as a gate state are not touched).
 
     Returns:
         The same module.
     """
     for m in module.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(m, _CONV_LINEAR):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        elif isinstance(m, _NORMS) and getattr(m, "weight", None) is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     return module

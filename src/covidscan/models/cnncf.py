@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from covidscan.config import CNNCFConfig, ModelsConfig
 from covidscan.errors import ModelConfigError
-from covidscan.models.blocks import ControlGateBlock, ResidualStage, conv_output_size, xavier_init_
+from covidscan.models.blocks import ControlGateBlock, ResidualStage, conv_output_size
 from covidscan.models.card import CardMixin, InputSpec, ModelCard, default_labels
 
 __all__ = ["CNNCF", "check_stage_sizes", "normalise_size", "teacher_config"]
@@ -219,7 +219,6 @@ class CNNCF(CardMixin, nn.Module):
         s = check_stage_sizes(owner, "stage II", self.stage2, s, ("stride_a", "stride_b"), size)
         shapes["stage2"] = (self.stage2.out_channels, *s)
         self.feature_shapes = shapes
-        xavier_init_(self)
         self.card = ModelCard(
             arch="cnncf",
             task="classification",

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from covidscan.config import ModelsConfig
 from covidscan.errors import ModelConfigError
-from covidscan.models.blocks import RegressorBlock, ResidualStage, conv_output_size, xavier_init_
+from covidscan.models.blocks import RegressorBlock, ResidualStage, conv_output_size
 from covidscan.models.card import CardMixin, InputSpec, ModelCard
 from covidscan.models.cnncf import check_stage_sizes, normalise_size
 
@@ -89,7 +89,6 @@ class CNNRF(CardMixin, nn.Module):
         s = tuple(conv_output_size(n, 3, 1, 1) for n in size)
         s = check_stage_sizes(owner, "stage II", self.stage2, s, ("stride_a", "stride_b"), size)
         self.feature_shapes = {"stage2": (self.stage2.out_channels, *s)}
-        xavier_init_(self)
         labels = CLINICAL_INDICATORS if num_outputs == len(CLINICAL_INDICATORS) else tuple(f"output_{i}" for i in range(num_outputs))
         self.card = ModelCard(arch="cnnrf", task="regression", class_labels=labels, input_spec=InputSpec(in_channels, size, (0.0, 1.0), "lesion_crop"))
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from covidscan.config import CSACNetConfig
 from covidscan.errors import ModelConfigError
-from covidscan.models.blocks import conv_output_size, xavier_init_
+from covidscan.models.blocks import conv_output_size
 from covidscan.models.card import CardMixin, InputSpec, ModelCard, default_labels
 from covidscan.models.cnncf import normalise_size
 
@@ -204,7 +204,6 @@ class CSACNet3D(CardMixin, nn.Module):
         # Grad-CAM target: the last 3D max-pool of the baseline (seed 004 Fig. 3).
         self.target_layer = f"baseline.pools.{last_pool}" if last_pool is not None else "baseline.stem.3"
         self.cross_layers = cross_layers
-        xavier_init_(self)
         self.card = ModelCard(
             arch="csacnet", task="classification", class_labels=default_labels(num_classes), input_spec=InputSpec(in_channels, size, (0.0, 1.0), "ct_volume")
         )

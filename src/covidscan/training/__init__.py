@@ -2,7 +2,6 @@
 
 - `schedule.py`  warm-up + step-decay learning-rate factor
 - `losses.py`    weighted cross-entropy, class weights, the knowledge-distillation loss
-- `init.py`      Xavier initialisation
 - `distill.py`   teacher ensembles (fold models -> fused, temperature-softened probabilities)
 - `checkpoint.py` atomic, resumable checkpoints with every RNG state
 - `data.py`      memory-mapped `.npy` datasets, the epoch sampler, augmentation hook

@@ -12,7 +12,7 @@ It trains every network of the project:
 
 What happens, in order: pick the device (``run.device="auto"`` -> CUDA when present), seed everything
 and switch on deterministic algorithms (``run.deterministic``), Xavier-initialise the model
-(``init="xavier"``, :func:`covidscan.training.init.xavier_init_`), build the data loaders (workers,
+(``init="xavier"``, :func:`covidscan.models.blocks.xavier_init_`), build the data loaders (workers,
 pinned memory and persistent workers on CUDA), the loss, the optimiser (SGD with momentum and weight
 decay, or Adam, per :class:`~covidscan.config.OptimConfig`) and the warm-up + step-decay schedule,
 resume from the newest checkpoint when there is one, then run the epochs: train (bf16 autocast and
@@ -45,11 +45,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from covidscan.config import DistillConfig, OptimConfig, RunConfig
 from covidscan.errors import ConfigError
+from covidscan.models.blocks import xavier_init_
 from covidscan.training.checkpoint import latest_checkpoint, save_checkpoint, set_rng_state
 from covidscan.training.data import EpochSampler, dataset_targets
 from covidscan.training.distill import TeacherEnsemble
 from covidscan.training.gates import active_gate_index, as_aux_list, find_gates, has_aux
-from covidscan.training.init import xavier_init_
 from covidscan.training.losses import class_weights_from_labels, distillation_loss, weighted_cross_entropy
 from covidscan.training.memory import peak_rss_mb
 from covidscan.training.val_metrics import auroc, sensitivity

@@ -184,13 +184,3 @@ def predict(model: torch.nn.Module, dataset: Any, batch_size: int = 16) -> np.nd
         card = getattr(model, "card", None)
         out.append((torch.softmax(y, dim=1) if not isinstance(card, ModelCard) or card.task == "classification" else y).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def binary_auroc(y: np.ndarray, score: np.ndarray) -> float:
-    """AUROC, NaN when a class is missing."""
-    from covidscan.evaluation.curves import auroc_exact
-
-    y = np.asarray(y).astype(int)
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(auroc_exact(y, np.asarray(score, dtype=float)))

@@ -88,6 +88,7 @@ class Objective:
         return out
 
     def __call__(self, trial: optuna.Trial) -> float:
+        from covidscan.evaluation.curves import auroc_exact
         from covidscan.training.distill import TeacherEnsemble
         from covidscan.training.loop import train
 
@@ -128,7 +129,7 @@ class Objective:
             )  # fmt: skip
             model.load_state_dict(result.state_dict)
             probs = tasks.predict(model, val_set)
-            scores.append(tasks.binary_auroc((val_rows["y"] == tasks.POSITIVE).to_numpy(), probs[:, tasks.POSITIVE]))
+            scores.append(auroc_exact((val_rows["y"] == tasks.POSITIVE).to_numpy(), probs[:, tasks.POSITIVE]))
             trial.set_user_attr(f"fold{fold}_gate_opened", bool(result.gate_opened))
         finite = [s for s in scores if math.isfinite(s)]
         trial.set_user_attr("fold_auroc", [None if not math.isfinite(s) else round(s, 6) for s in scores])
