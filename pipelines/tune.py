@@ -16,6 +16,7 @@ import argparse
 import logging
 
 from pipelines import load_stage_params, stage_main
+from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.tune")
 
@@ -26,11 +27,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from covidscan.tracking.runs import log_study, stage_run
+    from covidscan.tuning.objective import TuneData
     from covidscan.tuning.study import run_tuning
 
     params = load_stage_params("tune")  # the configured (untuned) values: the search starts from them
     with stage_run("tune", params.tune, experiment=params.run.experiment_name):
-        path = run_tuning(params, workers=args.workers,
+        path = run_tuning(params, data=TuneData(ti.PROCESSED, ti.SPLITS, ti.TEACHERS_DIR), workers=args.workers,
                           on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))  # fmt: skip
     log.info("wrote %s", path)
 
