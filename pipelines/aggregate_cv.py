@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.aggregate_cv")
@@ -55,10 +55,9 @@ def aggregate(oof: pd.DataFrame) -> dict[str, dict[str, dict]]:
 
 
 def main() -> None:
-    from covidscan.config import load_params
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-    params = load_params()
+    params = load_stage_params("aggregate_cv")
     with stage_run("aggregate_cv", params.models, experiment=params.run.experiment_name):
         tables = []
         for path in sorted(ti.TEACHERS_DIR.glob("*/*.oof.parquet")):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.baselines")
@@ -59,13 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from covidscan.config import load_params
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.baselines import classic_scores, save_feature_settings, volume_features
     from covidscan.models.zoo import save_model
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-    params = load_params()
+    params = load_stage_params("baselines")
     index, splits = ti.load_tables()
     train_rows, val_rows, test_rows = ti.volume_split(index, splits, args.val_fold)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

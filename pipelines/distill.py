@@ -37,7 +37,7 @@ import math
 from pathlib import Path
 
 
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.distill")
@@ -105,16 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-fold", type=int, default=0, help="the train-val fold held out for the gate and the threshold")
     args = parser.parse_args(argv)
 
-    from covidscan.config import load_params
     from covidscan.errors import DataError
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import log_metrics, stage_run
     from covidscan.training.distill import TeacherEnsemble, usable_teachers
 
-    from covidscan.tuning.tuned import resolve_tuned, tuned_params
+    from covidscan.tuning.tuned import tuned_params
 
-    params = resolve_tuned(load_params())  # tune.use_tuned: the tuned student per task (params/tuned.yaml)
+    params = load_stage_params("distill")  # written by configure_tuned: tune.use_tuned already applied (params/tuned.yaml)
     cv_path = ti.TEACHERS_DIR / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else {}
     data_version = ti.manifest_digest()

@@ -1,6 +1,6 @@
 """DVC stage `evaluate@<experiment>`: a saved model on an experiment's test set (SPEC.md section 5).
 
-    python -m pipelines.evaluate --experiment A [--params params.yaml] [--models-dir models]
+    python -m pipelines.evaluate --experiment A [--params build/params/evaluate.json] [--models-dir models]
 
 Reads ``models/<experiment.model>.pt``, ``data/processed``, ``data/splits/splits.parquet`` and
 ``data/interim/ingest`` (manifest, reads, annotations, clinical). Writes ``metrics/evaluate/<exp>.json``
@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from covidscan.config import PARAMS_FILE, EvaluateConfig, ExperimentSpec, Params, load_params
+from covidscan.config import EvaluateConfig, ExperimentSpec, Params
 from covidscan.errors import ConfigError, CovidscanError, DataError
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.evaluate")
 
@@ -422,14 +422,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--stage", default=None, help="DVC stage name for the MLflow run (default: evaluate@<experiment>)")
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
-    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/evaluate.json)")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--metrics-dir", type=Path, default=Path("metrics/evaluate"))
     parser.add_argument("--reports-dir", type=Path, default=Path("reports/evaluate"))
     parser.add_argument("--max-gradcam", type=int, default=None, help="Grad-CAM overlays for at most this many test cases (default all)")
     args = parser.parse_args(argv)
-    params = load_params(args.params, profile=args.profile)
+    params = load_stage_params("evaluate", args.params)
     from covidscan.evaluation.report import flatten_metrics
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 

@@ -1,6 +1,6 @@
 """Stage `ingest`: every source in params.data.sources -> data/interim/ingest/.
 
-    python -m pipelines.ingest [--params params.yaml] [--profile NAME] [--out data/interim/ingest]
+    python -m pipelines.ingest [--params build/params/ingest.json] [--out data/interim/ingest]
 
 Reads the typed params, loads the salt (data.deid: an environment variable or a file outside the
 repository), runs :func:`covidscan.data.ingest.ingest` and prints the per-source summary. The folder
@@ -14,8 +14,7 @@ from pathlib import Path
 import logging
 import sys
 
-from covidscan.config import load_params
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.ingest")
 
@@ -24,12 +23,11 @@ OUT_DIR = "data/interim/ingest"
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.ingest", description="Ingest and de-identify every source.")
-    parser.add_argument("--params", default="params.yaml", help="params.yaml to read")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's)")
+    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/ingest.json)")
     parser.add_argument("--out", default=OUT_DIR, help="ingest folder (the DVC output)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    params = load_params(args.params, profile=args.profile)
+    params = load_stage_params("ingest", args.params)
     from covidscan.data.ingest import ingest
 
     from covidscan.tracking.runs import log_artifact, log_dict, log_metrics, log_table_input, stage_run

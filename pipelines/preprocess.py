@@ -1,6 +1,6 @@
 """DVC stage `preprocess`: ingest's manifest + arrays -> preprocessed .npy files, index, figures.
 
-    python pipelines/preprocess.py [--params params.yaml] [--profile demo]
+    python pipelines/preprocess.py [--params build/params/preprocess.json]
 
 Reads ``data/interim/ingest/`` (manifest.parquet, annotations.parquet, the arrays), writes
 ``data/processed/`` (index.parquet, crops.parquet, input_specs.json, the arrays; see
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covidscan.config import PARAMS_FILE, PreprocessConfig, load_params
+from covidscan.config import PreprocessConfig
 from covidscan.errors import CovidscanError, DataError
+from pipelines import load_stage_params
 
 INGEST_DIR = Path("data/interim/ingest")
 OUT_DIR = Path("data/processed")
@@ -61,8 +62,7 @@ def write_figures(index: pd.DataFrame, processed_dir: Path, figures_dir: Path, c
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
-    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/preprocess.json)")
     parser.add_argument("--ingest-dir", type=Path, default=INGEST_DIR)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from covidscan.preprocess.cache import preprocess_manifest
 
-        params = load_params(args.params, profile=args.profile)
+        params = load_stage_params("preprocess", args.params)
         manifest_path = args.ingest_dir / "manifest.parquet"
         if not manifest_path.is_file():
             raise DataError(f"{manifest_path}: not found (run the ingest stage first)")

@@ -1,6 +1,6 @@
 """DVC stage `register`: each newly trained model version -> `challenger`; the gate moves `champion`.
 
-    python -m pipelines.register [--params params.yaml] [--models covidscan-student-xray ...]
+    python -m pipelines.register [--params build/params/register.json] [--models covidscan-student-xray ...]
 
 For every registered model named in ``params.registry.gates`` (registered name -> gating experiment),
 the newest version becomes ``challenger`` and is compared with the current ``champion`` on the
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from covidscan.config import PARAMS_FILE, load_params
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.register")
 
@@ -37,12 +36,11 @@ METRICS = Path("metrics/register.json")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
-    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/register.json)")
     parser.add_argument("--models", nargs="*", default=None, help="registered names (default: every key of registry.gates)")
     parser.add_argument("--out", type=Path, default=METRICS)
     args = parser.parse_args(argv)
-    params = load_params(args.params, profile=args.profile)
+    params = load_stage_params("register", args.params)
 
     from covidscan.errors import DataError
     from covidscan.evaluation.promotion import GateData, gate_registered

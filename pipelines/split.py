@@ -1,6 +1,6 @@
 """DVC stage `split`: ingest manifest -> patient-grouped, near-duplicate-aware splits.
 
-    python -m pipelines.split [--params params.yaml] [--profile NAME]
+    python -m pipelines.split [--params build/params/split.json]
         [--ingest data/interim/ingest] [--out data/splits]
 
 Reads params `run.seed`, `subsets`, `splits`; writes `data/splits/splits.parquet` (record_id, subset,
@@ -18,8 +18,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/split.json)")
     parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
     parser.add_argument("--out", type=Path, default=Path("data/splits"))
     args = parser.parse_args(argv)
@@ -29,15 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     quiet_telemetry()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
-    from covidscan.config import load_params
+    from pipelines import load_stage_params
     from covidscan.data.splits import split_manifest, write_splits
     from covidscan.errors import ConfigError, CovidscanError
     from covidscan.validation.tables import read_ingest
 
     try:
-        params = load_params(args.params, profile=args.profile)
+        params = load_stage_params("split", args.params)
         if not params.subsets:
-            raise ConfigError(f"{args.params}: 'subsets' is empty; declare the sub-datasets (SPEC.md section 1)")
+            raise ConfigError("params.yaml: 'subsets' is empty; declare the sub-datasets (SPEC.md section 1)")
         tables = read_ingest(args.ingest)
         result = split_manifest(
             tables.manifest, tables.root, params.subsets, params.splits, params.run.seed,

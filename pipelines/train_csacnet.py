@@ -17,7 +17,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.train_csacnet")
@@ -30,13 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-fold", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from covidscan.config import load_params
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import log_metrics, stage_run
 
-    params = load_params()
+    params = load_stage_params("train_csacnet")
     index, splits = ti.load_tables()
     train_rows, val_rows, test_rows = ti.volume_split(index, splits, args.val_fold)
     data_version = ti.manifest_digest()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.train_regressor")
@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-fold", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from covidscan.config import load_params
     from covidscan.errors import DataError
     from covidscan.models.card import TargetRange
     from covidscan.models.cnnrf import CLINICAL_INDICATORS
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.tracking.runs import log_metrics, stage_run
     from covidscan.training.loop import train
 
-    params = load_params()
+    params = load_stage_params("train_regressor")
     index, splits = ti.load_tables()
     if not ti.CLINICAL.is_file():
         raise DataError(f"{ti.CLINICAL}: not found (run the ingest stage)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
 from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.train_teacher")
@@ -95,10 +95,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="train only this fold (repeatable); default: every fold 0-4, unconfigured ones write markers")
     args = parser.parse_args(argv)
 
-    from covidscan.config import load_params
     from covidscan.errors import ConfigError
 
-    params = load_params()
+    params = load_stage_params("train_teacher")
     if args.teacher not in params.models.teacher_archs:
         raise ConfigError(f"--teacher {args.teacher}: not among models.teacher_archs {sorted(params.models.teacher_archs)}")
     from covidscan.tracking.runs import log_metrics, stage_run

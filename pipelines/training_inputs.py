@@ -22,20 +22,17 @@ import torch
 from torch.utils.data import Dataset
 
 from covidscan.errors import DataError
+from covidscan.training import tasks
 from covidscan.training.tasks import (  # noqa: F401 - re-exported for the stage modules
     CLASSES,
     POSITIVE,
-    PROCESSED,
-    SPLITS,
     TASKS,
     VOLUME_CLASSES,
     build_classifier,
     build_regressor,
     build_volume_classifier,
-    image_dataset,
     in_channels,
     input_size,
-    load_tables,
     predict,
     seeded,
     subset_rows,
@@ -45,9 +42,21 @@ from covidscan.training.tasks import (  # noqa: F401 - re-exported for the stage
 
 log = logging.getLogger("pipelines.training_inputs")
 
+PROCESSED = Path("data/processed")  # the data layout of dvc.yaml (stage side: the library takes paths)
+SPLITS = Path("data/splits/splits.parquet")
 MANIFEST = Path("data/interim/ingest/manifest.parquet")
 CLINICAL = Path("data/interim/ingest/clinical.parquet")
 TEACHERS_DIR = Path("models/teachers")
+
+
+def load_tables(processed: Path = PROCESSED, splits: Path = SPLITS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`covidscan.training.tasks.load_tables` on the pipeline's folders."""
+    return tasks.load_tables(processed, splits)
+
+
+def image_dataset(rows: pd.DataFrame, column: str, targets: Sequence[Any], augment: Any = None, **kwargs: Any) -> Any:
+    """:func:`covidscan.training.tasks.image_dataset` over the preprocess stage's folder."""
+    return tasks.image_dataset(rows, column, targets, augment, root=PROCESSED, **kwargs)
 
 
 class CropDataset(Dataset):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines import stage_main
+from pipelines import load_stage_params, stage_main
+from pipelines import training_inputs as ti
 
 log = logging.getLogger("pipelines.tune")
 
@@ -25,13 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing each study")
     args = parser.parse_args(argv)
 
-    from covidscan.config import load_params
     from covidscan.tracking.runs import log_study, stage_run
+    from covidscan.tuning.objective import TuneData
     from covidscan.tuning.study import run_tuning
 
-    params = load_params()  # the configured (untuned) values: the search starts from them
+    params = load_stage_params("tune")  # the configured (untuned) values: the search starts from them
     with stage_run("tune", params.tune, experiment=params.run.experiment_name):
-        path = run_tuning(params, workers=args.workers,
+        path = run_tuning(params, data=TuneData(ti.PROCESSED, ti.SPLITS, ti.TEACHERS_DIR), workers=args.workers,
                           on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))  # fmt: skip
     log.info("wrote %s", path)
 

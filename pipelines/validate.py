@@ -1,6 +1,6 @@
 """DVC stage `validate`: Great Expectations data-quality gates on the ingest outputs and the splits.
 
-    python -m pipelines.validate [--params params.yaml] [--profile NAME]
+    python -m pipelines.validate [--params build/params/validate.json]
         [--ingest data/interim/ingest] [--splits data/splits/splits.parquet | --no-splits]
         [--out reports/validation]
 
@@ -20,8 +20,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/validate.json)")
     parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
     parser.add_argument("--splits", type=Path, default=Path("data/splits/splits.parquet"))
     parser.add_argument("--no-splits", action="store_true", help="validate the ingest outputs only")
@@ -33,19 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     quiet_telemetry()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
-    from covidscan.config import load_params
+    from pipelines import load_stage_params
     from covidscan.data.splits import read_splits
     from covidscan.errors import CovidscanError, ValidationFailed
     from covidscan.validation import validate
 
     summary_path = args.out / "summary.json"
     try:
-        params = load_params(args.params, profile=args.profile)
+        params = load_stage_params("validate", args.params)
         splits = None if args.no_splits else read_splits(args.splits)
         args.out.mkdir(parents=True, exist_ok=True)
         from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-        with stage_run("validate", params.validate, experiment=params.run.experiment_name):
+        with stage_run("validate", params.validate, experiment=params.experiment_name):
             report = validate(
                 args.ingest, params.validate, splits=splits, splits_cfg=params.splits,
                 subset_names=list(params.subsets) or None, docs_dir=args.out / "docs", raise_on_failure=False,

@@ -29,3 +29,12 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip("../shared/realdata-dev is absent")
     return REALDATA
+
+
+def write_stage_params(root: Path, stage: str, raw: dict | None = None) -> Path:
+    """``root/build/params/<stage>.json`` from a params.yaml-like mapping, as the `configure` stage writes it
+    (the stages read only their effective file)."""
+    from covidscan.config import parse_params, write_effective
+
+    (path,) = write_effective(parse_params(raw or {}), Path(root) / "build" / "params", stages=[stage])
+    return path

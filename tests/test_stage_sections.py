@@ -22,6 +22,10 @@ object through the calls it is passed to, into the pipelines helpers and the cov
 
 The scan sees reads of the stage's own config object; a function that loads params.yaml itself
 (``load_params()``) inside the library is flagged as well, since its sections are invisible to DVC.
+
+At run time the same rule holds: every stage loads its params with ``pipelines.load_stage_params(stage)``
+from ``build/params/<stage>.json`` only, and reading a section the stage does not declare raises
+:class:`~covidscan.errors.ConfigError` (tested below for every stage and every undeclared section).
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ from typing import Any
 
 import pytest
 
-from covidscan.config import STAGE_SECTIONS, Params
+from covidscan.config import STAGE_SECTIONS, Params, load_params, write_effective
+from covidscan.errors import ConfigError
+from pipelines import load_stage_params
+from tests.conftest import ROOT
 
 SECTIONS = frozenset(Params.model_fields) - {"profiles"}
-NOT_A_READ = frozenset({"model_copy"})
+NOT_A_READ = frozenset({"model_copy", "experiment_name"})  # StageParams.experiment_name: bookkeeping (NOT_AN_OUTPUT)
 WHOLE = frozenset({"model_dump", "model_dump_json"})
 # function (module.qualname) -> why serialising the whole config there does not change the stage's outputs
 WHOLE_CONFIG_OK = {
@@ -235,3 +242,54 @@ def test_the_scan_follows_the_config_into_helpers_and_the_library():
     assert {"train", "models", "preprocess", "run", "tune"} <= distill  # train_student / tuned_params
     assert {"registry", "experiments", "preprocess"} <= stage_reads("register").sections  # promotion.gate_registered
     assert {"models", "train", "run", "preprocess"} <= stage_reads("train_csacnet").sections  # training_inputs.train_volume_model
+
+
+# ------------------------------------------------------------------ run time: load_stage_params
+@pytest.fixture(scope="module")
+def effective(tmp_path_factory):
+    """build/params/ as `configure` writes it from the project's params.yaml (demo profile)."""
+    out = tmp_path_factory.mktemp("params")
+    write_effective(load_params(ROOT / "params.yaml", profile="demo"), out)
+    return out
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_SECTIONS))
+def test_a_stage_reading_an_undeclared_section_fails(stage, effective):
+    params = load_stage_params(stage, effective / f"{stage}.json")
+    full = load_params(ROOT / "params.yaml", profile="demo")
+    for section in STAGE_SECTIONS[stage]:  # declared: the resolved values, as params.yaml gives them
+        assert getattr(params, section) == getattr(full, section)
+    for section in sorted(SECTIONS - set(STAGE_SECTIONS[stage])):
+        with pytest.raises(ConfigError, match=rf"stage '{stage}' read params section '{section}'.*STAGE_SECTIONS\['{stage}'\]"):
+            getattr(params, section)
+    assert set(params.model_dump()) == set(STAGE_SECTIONS[stage])  # no invented defaults in a dump either
+    copied = params.model_copy(update={STAGE_SECTIONS[stage][0]: getattr(params, STAGE_SECTIONS[stage][0])})
+    with pytest.raises(ConfigError):
+        copied.profile  # still guarded after a copy
+
+
+def test_a_stale_or_missing_effective_file_fails(effective, tmp_path):
+    stale = tmp_path / "synth.json"
+    stale.write_text((effective / "ingest.json").read_text())
+    with pytest.raises(ConfigError, match="rerun configure"):
+        load_stage_params("synth", stale)
+    with pytest.raises(ConfigError, match="not found"):
+        load_stage_params("synth", tmp_path / "absent.json")
+    with pytest.raises(ConfigError, match="unknown stage"):
+        load_stage_params("nope")
+
+
+def _calls(path) -> set[str]:
+    return {n.func.id if isinstance(n.func, ast.Name) else ast.unparse(n.func)
+            for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_SECTIONS))
+def test_every_stage_loads_only_its_effective_params(stage):
+    module = ROOT / "pipelines" / f"{stage}.py"
+    calls = _calls(module)
+    assert "load_params" not in calls, f"{module.name} reads params.yaml (load_params); use load_stage_params({stage!r})"
+    for call in (n for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.Call)):
+        if ast.unparse(call.func) == "load_stage_params":
+            assert isinstance(call.args[0], ast.Constant) and call.args[0].value == stage, ast.unparse(call)
+    assert "load_stage_params" in calls, f"{module.name} does not load its params with load_stage_params({stage!r})"

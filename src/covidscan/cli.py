@@ -19,6 +19,13 @@ from rich.console import Console
 from covidscan import RESEARCH_NOTICE, __version__
 from covidscan.errors import CovidscanError
 
+# The project's data layout (dvc.yaml's outs), as the CLI's defaults: the entry point names them, the
+# library modules take paths as arguments.
+SYNTH_DIR = Path("data/raw/synthetic")
+INGEST_DIR = Path("data/interim/ingest")
+PROCESSED_DIR = Path("data/processed")
+SPLITS_FILE = Path("data/splits/splits.parquet")
+
 app = typer.Typer(
     name="covidscan",
     help=f"covidscan: COVID-19 detection on chest X-ray and CT, as a reproducible MLOps pipeline. {RESEARCH_NOTICE}",
@@ -143,7 +150,7 @@ def salt_init(
 
 @command()
 def synth(
-    out_dir: Annotated[Path, typer.Option("--out", help="Dataset root to write (empty, absent, or a previous synthetic dataset).")] = Path("data/raw/synthetic"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset root to write (empty, absent, or a previous synthetic dataset).")] = SYNTH_DIR,
     scale: Annotated[str | None, typer.Option("--scale", help="tiny | demo | paper (default: synth.scale of --params).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default: synth.seed of --params).")] = None,
     params: Annotated[Path, typer.Option("--params", help="params.yaml to read synth settings from, if it exists.")] = Path("params.yaml"),
@@ -283,13 +290,14 @@ def tune_command(
     """Run (or resume) the Optuna studies and write the tuned file (see docs/TUNING.md)."""
     from covidscan.config import load_params
     from covidscan.tracking.runs import log_study, stage_run
+    from covidscan.tuning.objective import TuneData
     from covidscan.tuning.study import run_tuning
 
     p = load_params(params, profile=profile)
     if trials is not None:
         p = p.model_copy(update={"tune": p.tune.model_copy(update={"n_trials": trials})})
     with stage_run("tune-cli", p.tune, experiment=p.run.experiment_name):
-        path = run_tuning(p, targets=target or None, storage=storage, workers=workers,
+        path = run_tuning(p, data=TuneData(PROCESSED_DIR, SPLITS_FILE), targets=target or None, storage=storage, workers=workers,
                           on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))  # fmt: skip
     out.print(f"tuned parameters: {path}")
 
@@ -310,8 +318,7 @@ def promote_command(
     from covidscan.evaluation.promotion import GateData, gate_registered
 
     p = load_params(params, profile=profile)
-    processed, ingest = Path("data/processed"), Path("data/interim/ingest")
-    splits = Path("data/splits/splits.parquet")
+    processed, ingest, splits = PROCESSED_DIR, INGEST_DIR, SPLITS_FILE
     for path in (splits, processed / "index.parquet", ingest / "manifest.parquet"):
         if not path.is_file():
             raise DataError(f"{path}: not found (run `dvc repro` first; the gate scores the test set)")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import yaml
 
 from covidscan.data import manifest as mf
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_stage_params
 from tests.data.ingest_fixtures import UID_ROOT, write_hospital_export
 
 
@@ -23,11 +22,10 @@ def test_stage_writes_the_ingest_folder(tmp_path):
         {"rel": "dicom/a.dcm", "modality": "xray", "label": "covid19", "patient_id": "P1", "study_uid": f"{UID_ROOT}.1"},
         {"rel": "dicom/ct1", "modality": "ct", "label": "normal", "patient_id": "P2", "study_uid": f"{UID_ROOT}.2"},
     ])
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {
+    params = write_stage_params(tmp_path, "ingest", {"data": {
         "sources": [{"name": "hosp", "adapter": "hospital", "location": str(export), "centre": "centre_a"}],
         "deid": {"salt_env": "COVIDSCAN_STAGE_TEST_SALT"},
-    }}))
+    }})
     out = tmp_path / "ingest"
     proc = subprocess.run([sys.executable, "-m", "pipelines.ingest", "--params", str(params), "--out", str(out), "--no-progress"],
                           cwd=ROOT, env=_env(COVIDSCAN_STAGE_TEST_SALT="stage-test-salt-0123456789"), capture_output=True, text=True,
@@ -40,11 +38,10 @@ def test_stage_writes_the_ingest_folder(tmp_path):
 
 
 def test_stage_without_salt_fails_with_one_clear_line(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {
+    params = write_stage_params(tmp_path, "ingest", {"data": {
         "sources": [{"name": "hosp", "adapter": "hospital", "location": str(tmp_path)}],
         "deid": {"salt_env": "COVIDSCAN_STAGE_NO_SALT", "salt_file": str(tmp_path / "nosalt")},
-    }}))
+    }})
     env = _env()
     env.pop("COVIDSCAN_STAGE_NO_SALT", None)
     proc = subprocess.run([sys.executable, "-m", "pipelines.ingest", "--params", str(params), "--out", str(tmp_path / "o")],

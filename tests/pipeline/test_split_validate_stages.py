@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ingest_fixture.py
 
 from ingest_fixture import SPLITS, SUBSETS, build_ingest  # noqa: E402
+from tests.conftest import write_stage_params  # noqa: E402
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -34,7 +34,8 @@ def project(tmp_path, monkeypatch):
         "splits": SPLITS.model_dump(mode="json"),
         "validate": {"max_examples": 3},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("split", "validate"):
+        write_stage_params(tmp_path, stage, params)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.conftest import write_stage_params
 
 STAGE = Path(__file__).resolve().parents[2] / "pipelines" / "preprocess.py"
 
@@ -22,9 +25,9 @@ def _stage():
 def test_stage_writes_outputs_cache_and_figures(ingest_dir, tmp_path, monkeypatch):
     project = tmp_path / "project"
     shutil.copytree(ingest_dir, project / "data/interim/ingest")
-    (project / "params.yaml").write_text(
-        "preprocess:\n  xray_size: 32\n  ct_size: 24\n  ct_slices: 9\n  volume_size: 16\n  volume_slices: 6\n  crop_size: 16\n"
-    )
+    write_stage_params(project, "preprocess", {"preprocess": {
+        "xray_size": 32, "ct_size": 24, "ct_slices": 9, "volume_size": 16, "volume_slices": 6, "crop_size": 16,
+    }})
     monkeypatch.chdir(project)
     stage = _stage()
     assert stage.main(["--workers", "1"]) == 0  # the worker pool is tested in test_cache.py
@@ -41,15 +44,17 @@ def test_stage_writes_outputs_cache_and_figures(ingest_dir, tmp_path, monkeypatc
 
 
 def test_stage_reports_missing_manifest(tmp_path, monkeypatch, capsys):
-    (tmp_path / "params.yaml").write_text("{}\n")
+    write_stage_params(tmp_path, "preprocess")
     monkeypatch.chdir(tmp_path)
     assert _stage().main([]) != 0
     assert "manifest.parquet" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", ["preprocess:\n  colormap_typo: jet\n", "preprocess:\n  ct_slices: 301\n"])
+@pytest.mark.parametrize("bad", [{"colormap_typo": "jet"}, {"ct_slices": 301}])
 def test_stage_reports_bad_params(tmp_path, monkeypatch, capsys, bad):
-    (tmp_path / "params.yaml").write_text(bad)
+    """A hand-edited effective file is validated like params.yaml (configure validates params.yaml itself)."""
+    (tmp_path / "build/params").mkdir(parents=True)
+    (tmp_path / "build/params/preprocess.json").write_text(json.dumps({"run": {}, "preprocess": bad}))
     monkeypatch.chdir(tmp_path)
     assert _stage().main([]) != 0
     assert "preprocess." in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from covidscan.errors import DataError
+from tests.conftest import write_stage_params
 
 
 @pytest.fixture
@@ -20,7 +21,8 @@ def store(tmp_path, monkeypatch):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (tmp_path / "params.yaml").write_text("{}\n")
+    for stage in ("validate", "preprocess"):
+        write_stage_params(tmp_path, stage)
     yield mlflow
     while mlflow.active_run() is not None:  # do not leak a run left open into the next test
         mlflow.end_run()

@@ -36,7 +36,7 @@ def test_tiny_study_prunes_logs_nested_runs_and_writes_tuned_file(project: Path)
 
     p = params()
     with stage_run("tune", p.tune, experiment="tune-test") as run:
-        path = run_tuning(p, on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))
+        path = run_tuning(p, data=TuneData(Path("data/processed"), Path("data/splits/splits.parquet")), on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))
     study = load_study(p, "student-xray", storage_location(p))
     states = _states(study)
     assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == p.tune.n_trials
@@ -68,11 +68,11 @@ def test_tiny_study_prunes_logs_nested_runs_and_writes_tuned_file(project: Path)
 def test_invalid_architecture_is_a_pruned_trial_not_a_crash(project: Path) -> None:
     # Q=2 x M=2 halvings plus stage II's stride-2 blocks shrink a 16x16 input below 1x1: refused at construction
     p = params({"tune": {"n_trials": 2, "space": {"Q": [2, 2], "M": [2, 2], "N": [2, 2]}}})
-    study = optimize(p, "student-xray", TuneData(teachers=None), storage_location(p))
+    study = optimize(p, "student-xray", TuneData(Path("data/processed"), Path("data/splits/splits.parquet"), teachers=None), storage_location(p))
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
     assert all(t.user_attrs["pruned_reason"] == "invalid_architecture" and "below 1x1" in t.user_attrs["error"] for t in trials)
-    entry = json.loads(json.dumps(run_tuning(p).read_text()))  # no completed trial: the configured values
+    entry = json.loads(json.dumps(run_tuning(p, data=TuneData(Path("data/processed"), Path("data/splits/splits.parquet"))).read_text()))  # no completed trial: the configured values
     assert "status: untuned" in entry
 
 
@@ -81,20 +81,21 @@ def test_objective_never_reads_the_test_split(project: Path) -> None:
     for rid in parts["test"]:  # any read of a test array would now fail (not a .npy file)
         (project / f"data/processed/xray/{rid}.npy").write_bytes(b"TEST SPLIT: must not be read")
     p = params({"tune": {"n_trials": 2}})
-    objective = Objective(p, "student-xray", TuneData(teachers=None))
+    objective = Objective(p, "student-xray", TuneData(Path("data/processed"), Path("data/splits/splits.parquet"), teachers=None))
     assert set(objective.rows["record_id"]) == set(parts["trainval"])
-    study = optimize(p, "student-xray", TuneData(teachers=None), storage_location(p))
+    study = optimize(p, "student-xray", TuneData(Path("data/processed"), Path("data/splits/splits.parquet"), teachers=None), storage_location(p))
     assert sum(_states(study).get(s.name, 0) for s in FINISHED) == 2 and "FAIL" not in _states(study)
 
 
 WORKER = """
 import sys, yaml
 from covidscan.config import parse_params
+from pathlib import Path
 from covidscan.tuning.objective import TuneData
 from covidscan.tuning.study import run_worker
 raw = yaml.safe_load(open("params.yaml"))
 p = parse_params(raw)
-run_worker(p, "student-xray", TuneData(teachers=None), sys.argv[1])
+run_worker(p, "student-xray", TuneData(Path("data/processed"), Path("data/splits/splits.parquet"), teachers=None), sys.argv[1])
 """
 
 
@@ -120,7 +121,7 @@ def test_killed_study_resumes_to_its_budget_without_duplicates(project: Path) ->
     assert killed_running, "the worker finished before it could be killed mid-trial"
     before = load_study(p, "student-xray", storage)
     assert budget(before, 4).running == 1  # left RUNNING by the killed process
-    optimize(p, "student-xray", TuneData(teachers=None), storage)  # resume
+    optimize(p, "student-xray", TuneData(Path("data/processed"), Path("data/splits/splits.parquet"), teachers=None), storage)  # resume
     study = load_study(p, "student-xray", storage)
     states = _states(study)
     assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 4, states
@@ -133,7 +134,7 @@ def test_killed_study_resumes_to_its_budget_without_duplicates(project: Path) ->
 def test_two_worker_processes_complete_exactly_the_budget(project: Path) -> None:
     p = params({"tune": {"n_trials": 5, "pruner": "none"}})
     storage = storage_location(p)
-    optimize(p, "student-xray", TuneData(teachers=None), storage, workers=2)
+    optimize(p, "student-xray", TuneData(Path("data/processed"), Path("data/splits/splits.parquet"), teachers=None), storage, workers=2)
     study = load_study(p, "student-xray", storage)
     trials = study.get_trials()
     assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from covidscan.config import write_effective
+from covidscan.tuning.objective import TuneData
 from covidscan.errors import ConfigError
 from covidscan.training.tasks import build_classifier
 from covidscan.tuning.study import run_tuning
@@ -56,7 +57,7 @@ def test_use_tuned_without_a_tuned_file_names_the_file(tmp_path: Path) -> None:
 
 def test_frozen_budget_writes_the_configured_values_quickly(project: Path) -> None:
     p = params({"tune": {"n_trials": 0}})
-    path = run_tuning(p)
+    path = run_tuning(p, data=TuneData(Path("data/processed"), Path("data/splits/splits.parquet")))
     entry = read_tuned(path)["student-xray"]
     assert entry["status"] == "untuned" and entry["trials"] == {"complete": 0, "pruned": 0, "fail": 0}
     assert tuned_params(p, "student-xray", entry["apply"]).models.cnncf == p.models.cnncf

@@ -58,7 +58,7 @@ def test_records(
     facts = [c for c in MANIFEST_FACTS if c in manifest.columns and c not in index.columns]
     rows = index[index["record_id"].isin(ids)].merge(manifest[["record_id", *facts]], on="record_id", how="left")
     if rows.empty:
-        raise DataError(f"no test record in subsets {spec.subsets} with labels {classes} (check data/splits and data/processed)")
+        raise DataError(f"no test record in subsets {spec.subsets} with labels {classes} (check the splits table and the preprocessed index)")
     rows = rows.sort_values("record_id").reset_index(drop=True)
     rows["y"] = rows["label"].isin(spec.positive).astype(int)
     return rows

@@ -38,9 +38,6 @@ import torch
 
 from covidscan.errors import DataError
 
-PROCESSED = Path("data/processed")
-SPLITS = Path("data/splits/splits.parquet")
-
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "covid19")  # the X-ray task's (the paper's three)
 POSITIVE = CLASSES.index("covid19")
 TASKS: dict[str, dict[str, object]] = {
@@ -57,7 +54,7 @@ def task_classes(task: str) -> tuple[str, ...]:
     return classes
 
 
-def load_tables(processed: Path = PROCESSED, splits: Path = SPLITS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_tables(processed: Path, splits: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The preprocessed index and the splits table (DataError naming the missing file)."""
     for path in (processed / "index.parquet", splits):
         if not path.is_file():
@@ -103,7 +100,7 @@ def seeded(augment: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, torc
 
 def image_dataset(
     rows: pd.DataFrame, column: str, targets: Sequence[Any], augment: Any = None, *, add_channel: bool = False, scale: float = 1 / 255,
-    root: Path = PROCESSED,
+    root: Path,
 ) -> Any:  # fmt: skip
     """An :class:`~covidscan.training.data.NpyDataset` over ``rows[column]`` (paths relative to ``root``)."""
     from covidscan.training.data import NpyDataset

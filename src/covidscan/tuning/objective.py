@@ -44,8 +44,8 @@ class TuneData:
         teachers: the teachers' folder (``<task>/<TS>-f<k>.pt``); None: no distillation.
     """
 
-    processed: Path = tasks.PROCESSED
-    splits: Path = tasks.SPLITS
+    processed: Path
+    splits: Path
     teachers: Path | None = Path("models/teachers")
 
 

@@ -251,7 +251,7 @@ def tune_target(params: Params, target: str, *, data: TuneData, storage: str, wo
 
 
 def run_tuning(
-    params: Params, *, targets: list[str] | None = None, data: TuneData | None = None, storage: str | None = None, workers: int = 1,
+    params: Params, *, data: TuneData, targets: list[str] | None = None, storage: str | None = None, workers: int = 1,
     reports: Path = Path("reports/tuning"), on_result: Callable[[TargetResult], None] | None = None,
 ) -> Path:  # fmt: skip
     """Tune every target (``tune.targets`` or ``targets``) and write the tuned file (``tune.output``).
@@ -264,7 +264,7 @@ def run_tuning(
     location = storage_location(params, storage)
     entries: dict[str, dict[str, Any]] = {}
     for target in targets or list(params.tune.targets):
-        result = tune_target(params, target, data=data or TuneData(), storage=location, workers=workers, out_dir=Path(reports) / target)
+        result = tune_target(params, target, data=data, storage=location, workers=workers, out_dir=Path(reports) / target)
         if on_result is not None:
             on_result(result)
         entries[target] = result.entry
