@@ -71,10 +71,12 @@ def xray_set(tmp_path, monkeypatch):
 
 
 def _evaluate(tmp_path, params, name):
-    from pipelines.evaluate import evaluate_experiment
+    from covidscan.evaluation.experiment_run import EvaluationInputs, evaluate_experiment
 
-    out = evaluate_experiment(params, name, tmp_path / "models", tmp_path / "metrics", tmp_path / "reports", max_cam=1)
-    return json.loads(out["metrics_path"].read_text()), out["card_path"].read_text()
+    data = tmp_path / "data"
+    inputs = EvaluationInputs.from_ingest(data / "processed", data / "splits" / "splits.parquet", data / "interim" / "ingest")
+    out = evaluate_experiment(params, name, inputs, tmp_path / "models", tmp_path / "metrics", tmp_path / "reports", max_cam=1)
+    return json.loads(out.metrics_path.read_text()), out.card_path.read_text()
 
 
 def test_a_source_confounded_experiment_is_flagged_and_has_no_seed004_rows(tmp_path, xray_set):

@@ -11,6 +11,7 @@ from covidscan.explain.centres import (
     box_centres,
     box_centres_3d,
     centre_agreement,
+    expert_centres,
     heatmap_centres,
     match_centres,
 )
@@ -103,3 +104,19 @@ def test_agreement_over_cases_from_heatmaps() -> None:
     got = agreement_over_cases(cases)
     assert got["n_matched"] == 6 and got["n_unmatched_expert"] == 1
     assert got["mse"] < 1e-4 and got["r"] > 0.99
+
+
+def test_expert_box_slices_map_like_the_volume_preprocessing():
+    """Fast: expert_centres puts a box's slice where ct_volume puts that slice (preprocess.ct.volume_slice_index)."""
+    import pandas as pd
+
+    from covidscan.config import PreprocessConfig
+    from covidscan.preprocess.ct import volume_slice_index
+
+    pre = PreprocessConfig(volume_slices=8, volume_size=32)
+    row = pd.Series({"rows": 64, "cols": 64, "n_slices": 12, "spacing_slice": 2.5})
+    boxes = pd.DataFrame({"slice_index": [2, 8], "x0": [0, 32], "y0": [0, 16], "x1": [32, 64], "y1": [16, 48]})
+    centres = expert_centres(row, boxes, 3, pre)
+    np.testing.assert_allclose(centres[:, 0] * 8, volume_slice_index(np.array([2.0, 8.0]), 12, 2.5, pre))
+    np.testing.assert_allclose(centres[:, 0] * 8, [2 * 6 / 11, 8 * 6 / 11])  # 27.5 mm -> 7 slices at 5 mm, padded 0 before
+    np.testing.assert_allclose(centres[:, 1:], [[0.125, 0.25], [0.5, 0.75]])

@@ -1,4 +1,4 @@
-"""The evaluate stage's CNNRF part (pipelines.evaluate.evaluate_regressor), fast: a tiny real CNNRF on real
+"""The evaluate stage's CNNRF part (covidscan.evaluation.experiment_run.evaluate_regressor), fast: a tiny real CNNRF on real
 lesion-crop arrays in the layout the preprocess stage writes, 22 test cases (the paper's 20 degrees of freedom)."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ TRAIN_RANGE = TargetRange(CLINICAL_INDICATORS, (3.0, 45.0, 10.0, 0.05, 5.0), (12
 
 
 @pytest.fixture
-def stage(tmp_path, monkeypatch):
-    """data/processed lesion crops + data/interim/ingest/clinical.parquet, with the stage's paths pointed at them."""
-    import pipelines.evaluate as ev
+def stage(tmp_path):
+    """data/processed lesion crops + data/interim/ingest/clinical.parquet, and the evaluation's inputs pointed at them."""
+    from covidscan.evaluation.experiment_run import EvaluationInputs
 
     processed, ingest = tmp_path / "data" / "processed", tmp_path / "data" / "interim" / "ingest"
     (processed / "lesion_crop").mkdir(parents=True)
@@ -37,11 +37,9 @@ def stage(tmp_path, monkeypatch):
         clinical.append({"record_id": rid, **{n: float(v) for n, v in zip(CLINICAL_INDICATORS, rng.uniform([1, 30, 5, 0.0, 0], [16, 95, 50, 0.6, 90]))}})
     clinical_df = pd.DataFrame(clinical)
     clinical_df.to_parquet(ingest / "clinical.parquet")
-    monkeypatch.setattr(ev, "PROCESSED", processed)
-    monkeypatch.setattr(ev, "INGEST", ingest)
-    monkeypatch.setattr(ev, "GROUND_TRUTH", tmp_path / "no_ground_truth.json")
+    inputs = EvaluationInputs.from_ingest(processed, tmp_path / "data" / "splits" / "splits.parquet", ingest, tmp_path / "no_ground_truth.json")
     params = Params(preprocess=tm.TINY_PRE)
-    return ev, params, pd.DataFrame(rows), clinical_df, tmp_path
+    return inputs, params, pd.DataFrame(rows), clinical_df, tmp_path
 
 
 def _cnnrf(target_range=TRAIN_RANGE):
@@ -53,13 +51,14 @@ def _cnnrf(target_range=TRAIN_RANGE):
 
 def test_significance_per_indicator_with_n_cases_and_the_card_range(stage):
     from covidscan.evaluation.experiment import run_model
+    from covidscan.evaluation.experiment_run import evaluate_regressor
     from covidscan.models.zoo import load_model
 
-    ev, params, records, clinical, tmp = stage
+    inputs, params, records, clinical, tmp = stage
     path = save_model(_cnnrf(), tmp / "models" / "cnnrf.pt")
     model = load_model(path)
-    res = ev.evaluate_regressor(model, path, records, params, tmp / "reports")
-    m = res["metrics"]
+    res = evaluate_regressor(model, path, records, params, inputs, tmp / "reports")
+    m = res.metrics
     assert m["n_cases"] == N_CASES
     sig = m["significance"]
     for name in CLINICAL_INDICATORS:  # n = cases per indicator: the paper's critical r 0.6524 at alpha 0.001, 20 df
@@ -70,23 +69,24 @@ def test_significance_per_indicator_with_n_cases_and_the_card_range(stage):
     assert sig["pooled"]["r_critical"] == pytest.approx(critical_r(5 * N_CASES, 0.001))
     assert m["n_significant_indicators"] == sum(sig[n]["significant"] for n in CLINICAL_INDICATORS)
     # the reference is normalised with the model card's training range, not the test table's
-    outs = run_model(model, records, ev.PROCESSED, params.preprocess).outputs
+    outs = run_model(model, records, inputs.processed_dir, params.preprocess).outputs
     truth = TRAIN_RANGE.normalise(clinical.set_index("record_id").loc[records["record_id"], list(CLINICAL_INDICATORS)].to_numpy(float))
     for j, name in enumerate(CLINICAL_INDICATORS):
         assert m["regression"][name]["mse"] == pytest.approx(float(np.mean((truth[:, j] - outs[:, j]) ** 2)))
     assert m["target_range"]["crp"] == {"min": 5.0, "max": 60.0}
     # the model card: one significance row per indicator (yes/no) and the pooled row labelled as such
-    table = next(rows for title, rows in res["tables"].items() if title.startswith("Correlation vs the critical r"))
+    table = next(rows for title, rows in res.tables.items() if title.startswith("Correlation vs the critical r"))
     assert [r["indicator"] for r in table[:5]] == list(CLINICAL_INDICATORS) and table[5]["indicator"].startswith("pooled")
     assert all(isinstance(r["significant"], bool) for r in table)
-    assert [r["indicator"] for r in res["tables"]["Regression indices"]][-1].startswith("pooled")
-    assert res["tables"]["Target range (training part, the model's normalisation)"][4] == {"target": "crp", "min": 5.0, "max": 60.0}
+    assert [r["indicator"] for r in res.tables["Regression indices"]][-1].startswith("pooled")
+    assert res.tables["Target range (training part, the model's normalisation)"][4] == {"target": "crp", "min": 5.0, "max": 60.0}
 
 
 def test_a_cnnrf_without_its_range_is_refused_naming_the_file(stage):
+    from covidscan.evaluation.experiment_run import evaluate_regressor
     from covidscan.models.zoo import load_model
 
-    ev, params, records, _, tmp = stage
+    inputs, params, records, _, tmp = stage
     path = save_model(_cnnrf(target_range=None), tmp / "models" / "old-cnnrf.pt", extra={"target_min": [0] * 5, "target_max": [1] * 5})
     with pytest.raises(MissingTargetRange, match="old-cnnrf.pt"):
-        ev.evaluate_regressor(load_model(path), path, records, params, tmp / "reports")
+        evaluate_regressor(load_model(path), path, records, params, inputs, tmp / "reports")

@@ -15,7 +15,8 @@ plain mean. Clusters are returned largest first; DBSCAN noise points are ignored
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -23,6 +24,11 @@ from sklearn.cluster import DBSCAN
 
 from covidscan.errors import DataError
 from covidscan.evaluation.regression import regression_indices
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from covidscan.config import PreprocessConfig
 
 
 def heatmap_centres(
@@ -106,6 +112,28 @@ def box_centres_3d(
     xy = box_centres(boxes, (rows, cols))
     z = np.asarray(slice_indices, dtype=float).reshape(-1) / depth
     return np.stack([z, xy[:, 1], xy[:, 0]], axis=1)
+
+
+def expert_centres(row: pd.Series | Mapping[str, Any], boxes: pd.DataFrame, dims: int, pre: PreprocessConfig) -> np.ndarray:
+    """Adjudicated box centres normalised to the model input: (x, y) for 2D, (z, y, x) for a volume.
+
+    Args:
+        row: the record (``rows``, ``cols``; for a volume ``n_slices`` and ``spacing_slice``).
+        boxes: its ``annotations.parquet`` rows (``x0``, ``y0``, ``x1``, ``y1``, ``slice_index``).
+        dims: 2 for an image input, 3 for a volume.
+        pre: the preprocessing parameters (``volume_slices``).
+
+    A box's slice goes through :func:`covidscan.preprocess.ct.volume_slice_index`, the z mapping of the
+    volume preprocessing itself (5 mm resampling, then crop/pad to ``volume_slices``).
+    """
+    b = boxes[["x0", "y0", "x1", "y1"]].to_numpy(float)
+    xy = box_centres(b, (int(row["rows"]), int(row["cols"])))  # resizing keeps normalised centres
+    if dims == 2:
+        return xy
+    from covidscan.preprocess.ct import volume_slice_index
+
+    z = volume_slice_index(boxes["slice_index"].to_numpy(float), int(row["n_slices"]), float(row["spacing_slice"]), pre)
+    return np.stack([z / pre.volume_slices, xy[:, 1], xy[:, 0]], axis=1)
 
 
 def match_centres(

@@ -13,7 +13,9 @@ predicted class". A model with one output logit (binary) uses ``class_idx=0``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -24,6 +26,11 @@ import torch  # noqa: E402
 from monai.visualize import GradCAM  # noqa: E402
 
 from covidscan.errors import DataError  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from covidscan.config import EvaluateConfig, PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +181,64 @@ def save_overlay_png(
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, overlay(img, h, alpha=alpha, colormap=colormap))
     return path
+
+
+@dataclass(frozen=True)
+class CaseCams:
+    """Grad-CAM of a test set: the overlays (caption -> PNG) and the DBSCAN-centre agreement with the experts.
+
+    ``agreement`` is ``{"n_cases": ...}`` plus :func:`covidscan.explain.centres.agreement_over_cases`'s
+    indices when some case had adjudicated boxes (the metrics JSON's ``centres``); both are empty for a
+    model without a ``target_layer``.
+    """
+
+    figures: dict[str, Path]
+    agreement: dict[str, Any]
+
+
+def grad_cam_cases(model, records: pd.DataFrame, annotations: pd.DataFrame, processed_dir: Path, cfg: EvaluateConfig,
+                   pre: PreprocessConfig, out_dir: Path, max_cases: int | None) -> CaseCams:  # fmt: skip
+    """Grad-CAM overlays of (a sample of) the test cases and the DBSCAN-centre agreement with the experts.
+
+    Args:
+        model: a model from :func:`covidscan.models.zoo.load_model` (its ``target_layer`` is explained).
+        records: the scored test records (``score`` column), in order; the first ``max_cases`` are drawn.
+        annotations: ``annotations.parquet`` (its ``reader == "adjudicated"`` boxes are the reference); may be empty.
+        processed_dir: the preprocessed arrays.
+        cfg: ``cam_threshold``, ``dbscan_eps``, ``dbscan_min_samples``.
+        pre: the preprocessing parameters (input specs, volume slices).
+        out_dir: overlays go to ``<out_dir>/figures/gradcam/<record_id>.png``.
+        max_cases: at most this many overlays (None: every record).
+    """
+    from covidscan.evaluation.experiment import load_input
+    from covidscan.explain.centres import agreement_over_cases, expert_centres, heatmap_centres
+
+    kind = model.card.input_spec.kind
+    dims = 3 if kind == "ct_volume" else 2
+    layer = getattr(model, "target_layer", None)
+    if layer is None:
+        return CaseCams({}, {})
+    adjudicated = annotations[annotations["reader"] == "adjudicated"] if not annotations.empty else annotations
+    chosen = records if max_cases is None else records.head(max_cases)
+    figures: dict[str, Path] = {}
+    cases = []
+    for _, row in chosen.iterrows():
+        x = load_input(row, kind, processed_dir, pre)[0]
+        heat = grad_cam(model, x, layer, spatial_dims=dims)
+        if dims == 3:
+            background = x[0].numpy()
+        else:
+            background = np.load(processed_dir / row["grey_path"]) if row["grey_path"] else x.numpy().mean(0)
+        path = save_overlay_png(background, heat, out_dir / "figures" / "gradcam" / f"{row['record_id']}.png")
+        figures[f"Grad-CAM {row['record_id']} ({row['label']}, score {row['score']:.3f})"] = path
+        boxes = adjudicated[adjudicated["record_id"] == row["record_id"]] if not adjudicated.empty else adjudicated
+        if len(boxes):
+            pred = heatmap_centres(heat, cfg.cam_threshold, cfg.dbscan_eps, cfg.dbscan_min_samples)
+            cases.append((pred, expert_centres(row, boxes, dims, pre)))
+    agreement: dict[str, Any] = {"n_cases": len(cases)}
+    if cases:
+        try:
+            agreement.update(agreement_over_cases(cases))
+        except DataError as err:
+            log.warning("centre agreement not computed: %s", err)
+    return CaseCams(figures, agreement)
