@@ -312,9 +312,6 @@ def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: P
     (:func:`covidscan.evaluation.regression.indicator_significance`): per indicator with n = test cases;
     the pooled r (all indicators flattened, n = cases x indicators) separately, under ``pooled``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from covidscan.evaluation.experiment import run_model
