@@ -76,10 +76,11 @@ def _bundles(instance: Any) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------------- models
 class CovidscanModels:
-    """The networks on one device (GPU when present, else CPU)."""
+    """The networks on one device: ``COVIDSCAN_DEVICE`` (``auto``: GPU when present, else CPU; ``cuda``
+    without a GPU: the service refuses to start, see :func:`covidscan.device.resolve_device`)."""
 
     def __init__(self) -> None:
-        self.engine = Engine(_bundles(self), DEVICE, EXPLAIN)
+        self.engine = Engine(_bundles(self), DEVICE, EXPLAIN, device_setting="COVIDSCAN_DEVICE")
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
     def xray_probs(self, batch: np.ndarray) -> np.ndarray:

@@ -127,6 +127,8 @@ def stage_main(func: Callable[[], None]) -> None:
     """
     quiet_telemetry()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    import matplotlib  # the backend is chosen here, once, for every stage (figures are PNG files)
+    matplotlib.use("Agg")
     try:
         func()
     except CovidscanError as err:

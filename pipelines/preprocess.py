@@ -34,7 +34,7 @@ log = logging.getLogger("pipelines.preprocess")
 def write_figures(index: pd.DataFrame, processed_dir: Path, figures_dir: Path, cfg: PreprocessConfig, seed: int) -> list[Path]:
     """Fig. 1a (pseudo-colour examples), Fig. 1b (dimension normalisation) and the PCA figures."""
     from covidscan.explain.pca import grey_image, pca_figures
-    from covidscan.explain.preprocess_figures import plot_dimension_normalisation, plot_pseudo_colour_examples
+    from covidscan.visualize import plot_dimension_normalisation, plot_pseudo_colour_examples
 
     written: list[Path] = []
 

@@ -129,9 +129,6 @@ class EpochLogger:
 
 def log_loss_curve(histories: dict[str, list[dict[str, float]]], artifact_file: str) -> None:
     """A matplotlib figure of train/val loss per epoch (one line pair per history) logged to MLflow."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from covidscan.tracking.runs import log_figure

@@ -15,6 +15,8 @@ REALDATA = ROOT.parent / "shared" / "realdata-dev"
 
 quiet_telemetry()
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The library never chooses matplotlib's backend (the entry points do); tests that draw use Agg.
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 # No test may write into the developer's own MLflow store (./mlflow.db): every process the tests start
 # inherits a throw-away store unless the test names its own.

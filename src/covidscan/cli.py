@@ -71,9 +71,12 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """covidscan command line."""
+    import matplotlib
+
     from covidscan.environment import quiet_telemetry
 
     quiet_telemetry()
+    matplotlib.use("Agg")  # the backend is chosen here, once, for every command (figures are PNG files)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -13,6 +13,10 @@ class ConfigError(CovidscanError):
     """params.yaml (or an override) is malformed, names an unknown key or has a wrong type."""
 
 
+class DeviceUnavailable(ConfigError):
+    """The configured device (``run.device``, ``COVIDSCAN_DEVICE``) is ``cuda`` and there is no CUDA device."""
+
+
 class DataError(CovidscanError):
     """Input data is missing, unreadable or does not match what is expected."""
 

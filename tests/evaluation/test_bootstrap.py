@@ -11,12 +11,11 @@ from covidscan.evaluation.bootstrap import (
     bootstrap_auroc,
     bootstrap_binary_indices,
     percentile_interval,
-    plot_boxplots,
-    plot_roc_band,
     resample_indices,
     roc_with_ci,
 )
 from covidscan.evaluation.metrics import binary_indices
+from covidscan.visualize import plot_boxplots, plot_roc_band
 
 
 def _binary(seed: int, n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,14 +15,12 @@ from covidscan.evaluation.curves import (
     choose_threshold,
     grid_curve,
     iso_f1_curve,
-    plot_pr,
-    plot_reliability,
-    plot_roc,
     pr_auc_trapezoid,
     reliability,
     threshold_grid,
     thresholds_table,
 )
+from covidscan.visualize import plot_pr, plot_reliability, plot_roc
 from covidscan.evaluation.metrics import indices_at_threshold
 
 
@@ -212,8 +210,8 @@ def test_a_reader_keeps_one_colour_in_every_figure() -> None:
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_hex
 
-    from covidscan.evaluation.bootstrap import roc_band_figure, roc_with_ci
-    from covidscan.evaluation.curves import pr_figure, reader_colours, roc_figure
+    from covidscan.evaluation.bootstrap import roc_with_ci
+    from covidscan.visualize import pr_figure, reader_colours, roc_band_figure, roc_figure
 
     y, s = _scores(3)
     curve = grid_curve(y, s)

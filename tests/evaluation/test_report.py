@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from covidscan import RESEARCH_NOTICE
-from covidscan.evaluation.bootstrap import bootstrap_binary_indices, plot_boxplots
-from covidscan.evaluation.curves import auroc, grid_curve, plot_pr, plot_roc, thresholds_table
+from covidscan.evaluation.bootstrap import bootstrap_binary_indices
+from covidscan.evaluation.curves import auroc, grid_curve, thresholds_table
 from covidscan.evaluation.readers import compare_with_readers, reader_points
 from covidscan.evaluation.report import (
     flatten_metrics,
@@ -25,6 +25,7 @@ from covidscan.evaluation.report import (
     write_metrics_json,
     write_model_card,
 )
+from covidscan.visualize import plot_boxplots, plot_pr, plot_roc
 
 
 def _data(n: int = 80):

@@ -8,9 +8,9 @@ import pytest
 
 from covidscan.config import PreprocessConfig
 from covidscan.errors import DataError
-from covidscan.explain.pca import eigen_images, grey_image, pca_by_class, pca_figures, plot_eigen_images
-from covidscan.explain.preprocess_figures import plot_dimension_normalisation, plot_pseudo_colour_examples
+from covidscan.explain.pca import eigen_images, grey_image, pca_by_class, pca_figures
 from covidscan.preprocess.cache import preprocess_manifest
+from covidscan.visualize import plot_dimension_normalisation, plot_eigen_images, plot_pseudo_colour_examples
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,20 +13,15 @@ out of its quantiles; :attr:`BootstrapResult.n_undefined` says how many.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from covidscan.errors import DataError  # noqa: E402
-from covidscan.evaluation.curves import MODEL_COLOURS, Curve, auroc, auroc_exact, finish_roc_axes, grid_curve, roc_points  # noqa: E402
-from covidscan.evaluation.metrics import (  # noqa: E402
+from covidscan.errors import DataError
+from covidscan.evaluation.curves import Curve, auroc, auroc_exact, grid_curve, roc_points
+from covidscan.evaluation.metrics import (
     BINARY_INDICES,
     binary_indices,
     confusion_counts,
@@ -351,88 +346,3 @@ def roc_with_ci(
     return RocBand(
         fpr=grid, tpr=tpr_full, low=low, high=high, auc=_result(auroc(full), aucs, level)
     )
-
-
-def roc_band_figure(
-    band: RocBand, readers: Mapping[str, Mapping[str, float]] | None = None, label: str = "model", title: str = "ROC with 95% CI"
-) -> plt.Figure:
-    """The figure :func:`plot_roc_band` writes (the model in ``MODEL_COLOURS[0]``, readers in
-    :func:`~covidscan.evaluation.curves.reader_colours`, as on the ROC and PR figures)."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    pct = int(round(band.auc.level * 100))
-    colour = MODEL_COLOURS[0]
-    ax.fill_between(band.fpr, band.low, band.high, color=colour, alpha=0.25, label=f"{pct}% CI")
-    ax.plot(
-        band.fpr,
-        band.tpr,
-        color=colour,
-        lw=1.8,
-        label=f"{label} (AUC {band.auc.point:.3f}, {band.auc.low:.3f}-{band.auc.high:.3f})",
-    )
-    finish_roc_axes(ax, readers, title)
-    return fig
-
-
-def plot_roc_band(
-    band: RocBand,
-    path: Path | str,
-    readers: Mapping[str, Mapping[str, float]] | None = None,
-    label: str = "model",
-    title: str = "ROC with 95% CI",
-) -> Path:
-    """Plot a ROC with its shaded bootstrap band (and readers as points).
-
-    Args:
-        band: result of :func:`roc_with_ci`.
-        path: PNG to write.
-        readers: reader name -> indices with "sensitivity" and "specificity".
-        label: legend label of the model.
-        title: plot title.
-
-    Returns:
-        The written path.
-    """
-    fig = roc_band_figure(band, readers, label, title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_boxplots(
-    distributions: Mapping[str, Mapping[str, BootstrapResult]],
-    path: Path | str,
-    indices: Sequence[str] = ("f1", "kappa", "specificity", "sensitivity", "precision"),
-    title: str = "",
-) -> Path:
-    """Boxplots of every index's bootstrap distribution, raters side by side (seed 000 Fig. 5).
-
-    Args:
-        distributions: rater name (model first, then readers) -> index name -> result.
-        path: PNG to write.
-        indices: the indices to draw, one panel each.
-        title: figure title.
-
-    Returns:
-        The written path.
-    """
-    raters = list(distributions)
-    fig, axes = plt.subplots(1, len(indices), figsize=(3.2 * len(indices), 3.8), squeeze=False)
-    for ax, index in zip(axes[0], indices, strict=True):
-        data = []
-        for rater in raters:
-            s = distributions[rater][index].samples
-            data.append(s[np.isfinite(s)])
-        ax.boxplot(data, showfliers=True, flierprops={"markersize": 2})
-        ax.set_xticks(range(1, len(raters) + 1), raters, rotation=45, ha="right", fontsize=8)
-        ax.set_title(index)
-        ax.grid(axis="y", alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path

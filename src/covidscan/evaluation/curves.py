@@ -13,26 +13,21 @@ the curves here do the same, so a curve is one point per grid threshold (a call 
   (scikit-learn's ``average_precision_score`` definition, no interpolation); :func:`auprc_exact` gives
   the exact value. ``pr_auc_trapezoid`` is the trapezoidal area under the grid PR curve.
 
-Plots use matplotlib's Agg backend and are written as PNG files. A reader keeps one colour in every
-figure (:func:`reader_colours`); the model is C0.
+The figures of these curves are drawn by :mod:`covidscan.visualize` (this module does not import
+matplotlib).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
-
-from covidscan.errors import DataError  # noqa: E402
-from covidscan.evaluation.metrics import indices_at_threshold, ratio  # noqa: E402
+from covidscan.errors import DataError
+from covidscan.evaluation.metrics import indices_at_threshold, ratio
 
 log = logging.getLogger(__name__)
 
@@ -429,151 +424,3 @@ def choose_threshold(
     # the thresholds tying with it are the run of grid points with the same false-positive count
     ties = feasible[curve.fp[feasible] == curve.fp[feasible[-1]]]
     return float(curve.thresholds[ties[(len(ties) - 1) // 2]])
-
-
-# ---------------------------------------------------------------------------------- plotting
-ReaderPoints = Mapping[str, Mapping[str, float]]
-"""Reader name -> its indices (needs "sensitivity", "specificity", "precision")."""
-
-MODEL_COLOURS: tuple[str, ...] = ("C0", "black", "C7")
-"""The model curves' colours, in the order the curves are given (C0 for a single model)."""
-READER_COLOURS: tuple[str, ...] = ("C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
-"""The readers' palette: never a model colour, never the grey of the chance and iso-F1 lines."""
-
-
-def reader_colours(names: Iterable[str]) -> dict[str, str]:
-    """One colour per reader, the same in every figure (ROC, ROC with CI, PR) whatever the order the
-    readers come in: the sorted names take :data:`READER_COLOURS` in turn (repeating past eight)."""
-    return {name: READER_COLOURS[i % len(READER_COLOURS)] for i, name in enumerate(sorted(set(names)))}
-
-
-def draw_readers(ax: plt.Axes, readers: ReaderPoints | None, x: str, y: str) -> None:
-    """The readers as points (``x``/``y``: index names; ``"1-specificity"`` for the ROC's x), each in
-    its :func:`reader_colours` colour."""
-    readers = readers or {}
-    colours = reader_colours(readers)
-    for name, idx in readers.items():
-        xv = 1 - idx["specificity"] if x == "1-specificity" else idx[x]
-        ax.plot(xv, idx[y], "o", ms=6, color=colours[name], label=name)
-
-
-def _save(fig: plt.Figure, path: Path | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def roc_figure(curves: Mapping[str, Curve], readers: ReaderPoints | None = None, title: str = "ROC") -> plt.Figure:
-    """The figure :func:`plot_roc` writes (curves in :data:`MODEL_COLOURS`, readers in :func:`reader_colours`)."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for i, (label, curve) in enumerate(curves.items()):
-        fpr, tpr = roc_points(curve)
-        ax.plot(fpr, tpr, lw=1.8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)], label=f"{label} (AUROC {auroc(curve):.4f})")
-    finish_roc_axes(ax, readers, title)
-    return fig
-
-
-def finish_roc_axes(ax, readers: ReaderPoints | None, title: str) -> None:
-    """The readers' points, the chance diagonal, limits, labels, title and legend of a ROC plot."""
-    draw_readers(ax, readers, "1-specificity", "sensitivity")
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="Sensitivity")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-
-
-def plot_roc(
-    curves: Mapping[str, Curve],
-    path: Path | str,
-    readers: ReaderPoints | None = None,
-    title: str = "ROC",
-) -> Path:
-    """ROC curve(s) with the readers as points; legend shows the grid AUROC.
-
-    Args:
-        curves: label -> grid curve (e.g. {"CNNCF": curve}).
-        path: PNG to write.
-        readers: reader name -> indices with "sensitivity" and "specificity".
-        title: plot title.
-
-    Returns:
-        The written path.
-    """
-    return _save(roc_figure(curves, readers, title), path)
-
-
-def pr_figure(
-    curves: Mapping[str, Curve], readers: ReaderPoints | None = None, title: str = "Precision-recall", iso_f1: Sequence[float] = ISO_F1_LEVELS
-) -> plt.Figure:
-    """The figure :func:`plot_pr` writes (curves in :data:`MODEL_COLOURS`, readers in :func:`reader_colours`)."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for level in iso_f1:
-        r, p = iso_f1_curve(level)
-        keep = p <= 1.0
-        ax.plot(r[keep], p[keep], color="grey", ls="--", lw=0.8, alpha=0.7)
-        ax.annotate(
-            f"F1={level:.1f}",
-            xy=(0.9, 0.9 * level / (1.8 - level) + 0.02),
-            color="grey",
-            fontsize=7,
-        )
-    for i, (label, curve) in enumerate(curves.items()):
-        recall, precision, _ = pr_points(curve)
-        ax.plot(recall, precision, lw=1.8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)], label=f"{label} (AUPRC {auprc(curve):.4f})")
-    draw_readers(ax, readers, "sensitivity", "precision")
-    ax.set(
-        xlim=(-0.01, 1.01), ylim=(-0.01, 1.05), xlabel="Recall (sensitivity)", ylabel="Precision"
-    )
-    ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
-    return fig
-
-
-def plot_pr(
-    curves: Mapping[str, Curve],
-    path: Path | str,
-    readers: ReaderPoints | None = None,
-    title: str = "Precision-recall",
-    iso_f1: Sequence[float] = ISO_F1_LEVELS,
-) -> Path:
-    """PR curve(s) with the readers as points and grey dashed iso-F1 lines (seed 000 Fig. 4).
-
-    Args:
-        curves: label -> grid curve.
-        path: PNG to write.
-        readers: reader name -> indices with "sensitivity" and "precision".
-        title: plot title.
-        iso_f1: F1 levels drawn as grey dashed curves.
-
-    Returns:
-        The written path.
-    """
-    return _save(pr_figure(curves, readers, title, iso_f1), path)
-
-
-def plot_reliability(rel: Reliability, path: Path | str, title: str = "Reliability") -> Path:
-    """Reliability diagram (observed frequency vs mean score per bin) with the ECE in the title.
-
-    Args:
-        rel: result of :func:`reliability`.
-        path: PNG to write.
-        title: plot title prefix.
-
-    Returns:
-        The written path.
-    """
-    fig, ax = plt.subplots(figsize=(5, 5))
-    centres = (rel.edges[:-1] + rel.edges[1:]) / 2
-    width = np.diff(rel.edges)
-    ok = rel.counts > 0
-    ax.bar(
-        centres[ok], rel.frequency[ok], width=width[ok], edgecolor="k", alpha=0.6, label="observed"
-    )
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
-    ax.plot(rel.confidence[ok], rel.frequency[ok], "o-", color="C1", ms=4, label="bin mean score")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="Predicted probability", ylabel="Observed frequency")
-    ax.set_title(f"{title} (ECE {rel.ece:.4f})")
-    ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)

@@ -343,11 +343,6 @@ def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: P
     (:func:`covidscan.evaluation.regression.indicator_significance`): per indicator with n = test cases;
     the pooled r (all indicators flattened, n = cases x indicators) separately, under ``pooled``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from covidscan.evaluation.experiment import run_model
     from covidscan.evaluation.regression import POOLED, indicator_significance, regression_report
 
@@ -367,18 +362,9 @@ def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: P
     if inputs.ground_truth is not None and inputs.ground_truth.is_file():
         gt = json.loads(inputs.ground_truth.read_text()).get("clinical", {})
         metrics["generator_stated_r"] = {k: float(v) for k, v in (gt.get("stated_correlation") or {}).items()}
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for j, name in enumerate(names):
-        ax.scatter(truth[:, j], outs.outputs[:, j], s=12, label=name)
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set_xlabel("reference (min-max normalised with the training range)")
-    ax.set_ylabel("prediction")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / "figures" / "regression_scatter.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from covidscan.visualize import plot_regression_scatter
+
+    path = plot_regression_scatter(truth, outs.outputs, names, out_dir / "figures" / "regression_scatter.png")
     pooled_label = f"pooled ({len(names)} indicators flattened)"
     rows = [{"indicator": k, **v} for k, v in report.items() if k != POOLED] + [{"indicator": pooled_label, **report[POOLED]}]
     columns = ["r", "n", "r_critical", "ratio", "p_value", "significant"] + (["note"] if any("note" in v for v in significance.values()) else [])

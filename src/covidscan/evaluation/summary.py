@@ -24,8 +24,6 @@ from covidscan.errors import DataError
 from covidscan.evaluation.bootstrap import (
     bootstrap_auroc,
     bootstrap_binary_indices,
-    plot_boxplots,
-    plot_roc_band,
     roc_with_ci,
 )
 from covidscan.evaluation.curves import (
@@ -36,14 +34,12 @@ from covidscan.evaluation.curves import (
     auroc_exact,
     choose_threshold,
     grid_curve,
-    plot_pr,
-    plot_reliability,
-    plot_roc,
     reliability,
     thresholds_table,
 )
 from covidscan.evaluation.metrics import binarize, indices_at_threshold
 from covidscan.evaluation.readers import compare_with_readers, reader_indices, reader_points
+from covidscan.visualize import plot_boxplots, plot_pr, plot_reliability, plot_roc, plot_roc_band
 
 log = logging.getLogger(__name__)
 

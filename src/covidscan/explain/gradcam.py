@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import matplotlib.pyplot as plt  # colormaps and imsave only: no figure, no backend needed
+import numpy as np
+import torch
+from monai.visualize import GradCAM
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.visualize import GradCAM  # noqa: E402
-
-from covidscan.errors import DataError  # noqa: E402
+from covidscan.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -145,54 +145,6 @@ def pca_by_class(
     return out
 
 
-def plot_eigen_images(results: dict[str, EigenImages], path: str | Path, title: str = "", n_components: int = 5, cmap: str = "jet") -> Path:
-    """Save the Fig. 2a-style grid: rows = classes, columns = mean + eigen-images, with colour bars.
-
-    The mean image is shown on its 0-255 scale with a grey colour bar; the eigen-images of a row share a
-    symmetric scale (their values are signed loadings) with one colour bar at the row's end.
-
-    Args:
-        results: label -> EigenImages (row order = dict order).
-        path: PNG to write.
-        title: figure title.
-        n_components: columns of eigen-images (missing ones are left blank).
-        cmap: colormap of the eigen-images.
-    """
-    from matplotlib.figure import Figure
-
-    if not results:
-        raise DataError(f"{path}: nothing to plot (no class had at least two images)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n_rows, n_cols = len(results), 1 + n_components
-    fig = Figure(figsize=(1.9 * n_cols + 1.2, 1.9 * n_rows + 0.7), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for r, (label, res) in enumerate(results.items()):
-        im0 = axes[r, 0].imshow(res.mean, cmap="gray", vmin=0, vmax=255)
-        axes[r, 0].set_ylabel(f"{label}\n(n={res.n_images})", fontsize=9)
-        fig.colorbar(im0, ax=axes[r, 0], fraction=0.046, pad=0.02)
-        lim = float(np.abs(res.components).max()) or 1.0
-        im = None
-        for c in range(n_components):
-            ax = axes[r, 1 + c]
-            if c < len(res.components):
-                im = ax.imshow(res.components[c], cmap=cmap, vmin=-lim, vmax=lim)
-                if r == 0:
-                    ax.set_title(f"eigen-image {c + 1}", fontsize=9)
-                ax.set_xlabel(f"{100 * res.explained_variance_ratio[c]:.1f}% var.", fontsize=8)
-        if im is not None:
-            fig.colorbar(im, ax=list(axes[r, 1:]), fraction=0.02, pad=0.01)
-        if r == 0:
-            axes[r, 0].set_title("mean image", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    return path
-
-
 def pca_figures(
     index: pd.DataFrame,
     processed_dir: str | Path,
@@ -205,6 +157,8 @@ def pca_figures(
     seed: int = 0,
 ) -> list[Path]:
     """One PCA figure per modality present in the index: ``<out_dir>/pca_<modality>.png``."""
+    from covidscan.visualize import plot_eigen_images
+
     written = []
     for modality in sorted(set(index["modality"])):
         results = pca_by_class(index, processed_dir, modality, size=size, ct_reduce=ct_reduce, n_components=n_components, max_images=max_images, seed=seed)

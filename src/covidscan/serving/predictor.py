@@ -28,6 +28,7 @@ import numpy as np
 
 from covidscan import RESEARCH_NOTICE
 from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
+from covidscan.device import resolve_device
 from covidscan.errors import DataError
 from covidscan.serving.bundle import MODEL_FILE, ROLES, BundleInfo, read_bundle
 from covidscan.serving.uploads import UploadError, read_ct, read_image_2d
@@ -111,32 +112,26 @@ class Preparer:
 
 
 # ------------------------------------------------------------------------------------ models
-def choose_device(preference: str = "auto") -> str:
-    """``cuda`` when asked for or available (``auto``), else ``cpu``."""
-    import torch
-
-    if preference == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if preference == "cuda":
-        log.warning("CUDA requested but not available; serving on CPU")
-    return "cpu"
-
-
 class Engine:
     """The served networks, on one device.
 
     Args:
         bundles: role -> bundle folder (``model.pt`` + ``serving.json``).
-        device: ``auto`` (CUDA when available), ``cuda`` or ``cpu``.
+        device: ``auto`` (CUDA when available, else CPU), ``cuda`` (refused without CUDA) or ``cpu``;
+            see :func:`covidscan.device.resolve_device`.
         explain: Grad-CAM/DBSCAN settings (``cam_threshold``, ``dbscan_eps``, ``dbscan_min_samples``).
+        device_setting: where ``device`` came from, named in the error when it cannot be honoured
+            (the BentoML service passes ``"COVIDSCAN_DEVICE"``).
+
+    Raises:
+        DeviceUnavailable: ``device`` is ``cuda`` and there is no CUDA device (the service does not start).
     """
 
-    def __init__(self, bundles: Mapping[str, str | Path], device: str = "auto", explain: EvaluateConfig | None = None) -> None:
+    def __init__(self, bundles: Mapping[str, str | Path], device: str = "auto", explain: EvaluateConfig | None = None,
+                 device_setting: str = "the serving device") -> None:  # fmt: skip
         from covidscan.models.zoo import load_model
 
-        self.device = choose_device(device)
+        self.device = str(resolve_device(device, device_setting))
         self.infos: dict[str, BundleInfo] = {}
         self.models: dict[str, Any] = {}
         self.explain_cfg = explain or EvaluateConfig()
@@ -263,7 +258,7 @@ class Predictor:
         bundles: role -> bundle folder.
         serve: upload caps.
         limits: DICOM caps.
-        device: ``auto``, ``cuda`` or ``cpu``.
+        device: ``auto``, ``cuda`` or ``cpu`` (:func:`covidscan.device.resolve_device`).
         explain: Grad-CAM/DBSCAN settings.
     """
 

@@ -10,8 +10,9 @@ It trains every network of the project:
   :class:`~covidscan.training.distill.TeacherEnsemble` evaluated on the same (augmented) batch;
 - a regressor (CNNRF): mean squared error.
 
-What happens, in order: pick the device (``run.device="auto"`` -> CUDA when present), seed everything
-and switch on deterministic algorithms (``run.deterministic``), Xavier-initialise the model
+What happens, in order: pick the device (:func:`covidscan.device.resolve_device`: ``run.device="auto"``
+-> CUDA when present, else CPU; ``"cuda"`` without CUDA -> :class:`~covidscan.errors.DeviceUnavailable`),
+seed everything and switch on deterministic algorithms (``run.deterministic``), Xavier-initialise the model
 (``init="xavier"``, :func:`covidscan.models.blocks.xavier_init_`), build the data loaders (workers,
 pinned memory and persistent workers on CUDA), the loss, the optimiser (SGD with momentum and weight
 decay, or Adam, per :class:`~covidscan.config.OptimConfig`) and the warm-up + step-decay schedule,
@@ -44,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from covidscan.config import DistillConfig, OptimConfig, RunConfig
+from covidscan.device import resolve_device
 from covidscan.errors import ConfigError
 from covidscan.models.blocks import xavier_init_
 from covidscan.training.checkpoint import latest_checkpoint, save_checkpoint, set_rng_state
@@ -150,7 +152,7 @@ def train(
     report: list[str] = []
 
     # ---- 1. device, seeds, determinism ---------------------------------------------------------
-    device = pick_device(run.device)
+    device = resolve_device(run.device, "run.device")
     on_gpu = device.type == "cuda"
     seed_everything(run.seed)
     with DeterministicMode(run.deterministic, device) as determinism:
@@ -381,15 +383,6 @@ def validate(
             metrics[f"val_aux_sensitivity_{i}"] = sensitivity(aux_pred, y, num_classes or probs.shape[1], positive_index)
         metrics["val_aux_sensitivity"] = metrics["val_aux_sensitivity_0"]  # train() replaces it by the active gate's head
     return metrics
-
-
-def pick_device(name: str) -> torch.device:
-    """``run.device``: "auto" -> the first CUDA device when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

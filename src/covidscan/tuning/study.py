@@ -206,9 +206,6 @@ def tuned_entry(params: Params, study: optuna.Study, n_trials: int) -> dict[str,
 
 def write_figures(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Optimisation history, parameter importances (>= 2 completed trials) and slice plots as PNGs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
