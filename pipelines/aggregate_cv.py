@@ -55,7 +55,7 @@ def aggregate(oof: pd.DataFrame) -> dict[str, dict[str, dict]]:
 
 
 def main() -> None:
-    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+    from covidscan.tracking.runs import log_artifact, log_metrics, log_peak_rss, stage_run
 
     params = load_stage_params("aggregate_cv")
     with stage_run("aggregate_cv", params.models, experiment=params.run.experiment_name):
@@ -78,7 +78,7 @@ def main() -> None:
                 log_metrics({f"{task}/{teacher}/mean_auroc": m["mean_auroc"], f"{task}/{teacher}/oof_auroc": m["oof_auroc"]})
                 log.info("%s %s: fold AUROCs %s, mean %s", task, teacher, m["fold_auroc"], m["mean_auroc"])
         log_artifact(METRICS, "metrics")
-        ti.log_peak_rss()
+        log_peak_rss()
 
 
 if __name__ == "__main__":

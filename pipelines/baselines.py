@@ -62,19 +62,21 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.baselines import classic_scores, save_feature_settings, volume_features
     from covidscan.models.zoo import save_model
-    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+    from covidscan.tracking.runs import EpochLogger, log_artifact, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.training.threshold import set_operating_threshold
+    from covidscan.training.volume import train_volume_model, volume_split
 
     params = load_stage_params("baselines")
     index, splits = ti.load_tables()
-    train_rows, val_rows, test_rows = ti.volume_split(index, splits, args.val_fold)
+    train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     result: dict[str, dict] = {}
     with stage_run("baselines", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": ti.manifest_digest()}):
-        model, trained = ti.train_volume_model("resnet3d", params, train_rows, val_rows, prefix="resnet3d/")
-        point = ti.set_operating_threshold(model, val_rows["y"].to_numpy(), ti.predict(model, ti.volume_dataset(val_rows))[:, 1],
-                                           params.evaluate, "resnet3d")  # fmt: skip
+        model, trained = train_volume_model("resnet3d", params, train_rows, val_rows, root=ti.PROCESSED, callback=EpochLogger("resnet3d/"))
+        point = set_operating_threshold(model, val_rows["y"].to_numpy(), ti.predict(model, ti.volume_dataset(val_rows))[:, 1],
+                                        params.evaluate, "resnet3d")  # fmt: skip
         save_model(model, OUT_DIR / "resnet3d.pt", extra={"history": trained.history, "threshold_rule": point.rule, "threshold_note": point.note})
-        ti.log_loss_curve({"3D ResNet": trained.history}, "figures/resnet3d_loss.png")
+        log_loss_curve({"3D ResNet": trained.history}, "figures/resnet3d_loss.png")
         test_set = ti.volume_dataset(test_rows)
         y_test = test_rows["y"].to_numpy()
         scores = {"resnet3d": ti.predict(model, test_set)[:, 1] if len(test_set) else np.zeros(0)}
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         METRICS.parent.mkdir(parents=True, exist_ok=True)
         METRICS.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         log_artifact(METRICS, "metrics")
-        ti.log_peak_rss()
+        log_peak_rss()
 
 
 if __name__ == "__main__":

@@ -33,28 +33,31 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
-    from covidscan.tracking.runs import log_metrics, stage_run
+    from covidscan.tracking.runs import EpochLogger, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.training.datasets import example_batch
+    from covidscan.training.threshold import set_operating_threshold
+    from covidscan.training.volume import train_volume_model, volume_split
 
     params = load_stage_params("train_csacnet")
     index, splits = ti.load_tables()
-    train_rows, val_rows, test_rows = ti.volume_split(index, splits, args.val_fold)
+    train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
     data_version = ti.manifest_digest()
     with stage_run("train_csacnet", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": data_version}):
-        model, result = ti.train_volume_model("csacnet", params, train_rows, val_rows)
+        model, result = train_volume_model("csacnet", params, train_rows, val_rows, root=ti.PROCESSED, callback=EpochLogger())
         val = ti.volume_dataset(val_rows)
         val_scores = ti.predict(model, val)[:, 1]
         val_auroc = auroc_exact(val_rows["y"].to_numpy(), val_scores)
-        point = ti.set_operating_threshold(model, val_rows["y"].to_numpy(), val_scores, params.evaluate, "csacnet")
+        point = set_operating_threshold(model, val_rows["y"].to_numpy(), val_scores, params.evaluate, "csacnet")
         save_model(model, OUT, extra={"history": result.history, "n_train": len(train_rows), "n_val": len(val_rows),
                                       "threshold_rule": point.rule, "threshold_note": point.note})  # fmt: skip
-        ti.log_loss_curve({"CSAC-Net": result.history}, "figures/loss.png")
+        log_loss_curve({"CSAC-Net": result.history}, "figures/loss.png")
         log_metrics({"val_auroc_final": val_auroc, "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(test_rows),
                      "threshold": point.threshold})  # fmt: skip
         log_model(
-            model, "csacnet", ti.example_batch(val, 1), registered_name="covidscan-csacnet", data_version=data_version, preprocess=params.preprocess,
+            model, "csacnet", example_batch(val, 1), registered_name="covidscan-csacnet", data_version=data_version, preprocess=params.preprocess,
             checkpoint={"state_dict": model.state_dict(), "config": model.card.build},
         )  # fmt: skip
-        ti.log_peak_rss()
+        log_peak_rss()
     log.info("CSAC-Net: train %d, validation %d (AUROC %.3f) -> %s", len(train_rows), len(val_rows), val_auroc, OUT)
 
 

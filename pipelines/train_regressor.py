@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.models.cnnrf import CLINICAL_INDICATORS
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
-    from covidscan.tracking.runs import log_metrics, stage_run
+    from covidscan.tracking.runs import EpochLogger, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.training.datasets import CropDataset, example_batch
     from covidscan.training.loop import train
 
     params = load_stage_params("train_regressor")
@@ -69,27 +70,27 @@ def main(argv: list[str] | None = None) -> None:
         train_rows, val_rows = rows, rows.iloc[:0]
     target_range = TargetRange(tuple(indicators), tuple(clinical.loc[train_rows["record_id"]].min()), tuple(clinical.loc[train_rows["record_id"]].max()))
     normalised = pd.DataFrame(target_range.normalise(clinical.to_numpy(float)), index=clinical.index, columns=indicators)
-    train_set = ti.CropDataset(crop_items(train_rows, normalised))
-    val_set = ti.CropDataset(crop_items(val_rows, normalised)) if not val_rows.empty else None
+    train_set = CropDataset(crop_items(train_rows, normalised), root=ti.PROCESSED)
+    val_set = CropDataset(crop_items(val_rows, normalised), root=ti.PROCESSED) if not val_rows.empty else None
     data_version = ti.manifest_digest()
     with stage_run("train_regressor", params.train.regressor, experiment=params.run.experiment_name, tags={"data_version": data_version}):
         model = ti.build_regressor(params.models, params.preprocess, target_range=target_range)
-        logger = ti.EpochLogger()
+        logger = EpochLogger()
         result = train(model, train_set, val_set, optim=params.train.regressor, run=params.run, task="regression", keep=params.train.keep if val_set is not None else "last", callback=logger)
         model.load_state_dict(result.state_dict)
         extra = {"indicators": indicators, "n_train_records": len(train_rows), "history": result.history}
         save_model(model, OUT, extra=extra)
-        ti.log_loss_curve({"CNNRF": result.history}, "figures/loss.png")
+        log_loss_curve({"CNNRF": result.history}, "figures/loss.png")
         if val_set is not None:
             pred = ti.predict(model, val_set)
             target = np.array(val_set.targets)
             log_metrics({"val_mse_normalised": float(np.mean((pred - target) ** 2))})
         log_metrics({"n_train_crops": len(train_set), "n_val_crops": len(val_set) if val_set is not None else 0})
         log_model(
-            model, "cnnrf", ti.example_batch(train_set, 1), registered_name="covidscan-cnnrf", data_version=data_version, preprocess=params.preprocess,
+            model, "cnnrf", example_batch(train_set, 1), registered_name="covidscan-cnnrf", data_version=data_version, preprocess=params.preprocess,
             checkpoint={"state_dict": model.state_dict(), "config": model.card.build},  # the config carries the target range
         )  # fmt: skip
-        ti.log_peak_rss()
+        log_peak_rss()
     log.info("CNNRF: %d training crops from %d records -> %s", len(train_set), len(train_rows), OUT)
 
 

@@ -52,6 +52,8 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.zoo import save_model
     from covidscan.preprocess.augment import Augment2D
+    from covidscan.tracking.runs import EpochLogger, log_loss_curve
+    from covidscan.training.checkpoint import checkpoint_dir
     from covidscan.training.loop import train
 
     pre = params.preprocess
@@ -63,11 +65,11 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
     train_set = ti.image_dataset(train_rows, "image_path", train_rows["y"].tolist(), aug)
     val_set = ti.image_dataset(val_rows, "image_path", val_rows["y"].tolist())
     model = ti.build_classifier(teacher, params.models, task, pre)
-    logger = ti.EpochLogger(prefix=f"{task}/f{fold}/")
+    logger = EpochLogger(prefix=f"{task}/f{fold}/")
     result = train(
         model, train_set, val_set, optim=params.train.classifier, run=params.run, class_weights=params.train.class_weights,
         keep=params.train.keep, lambda_aux=params.models.cnncf.lambda_aux, positive_index=ti.POSITIVE,
-        checkpoint_dir=ti.checkpoint_dir(Path("build/checkpoints/teachers") / task / f"{teacher}-f{fold}", params, ti.SPLITS, ti.PROCESSED / "index.parquet"),
+        checkpoint_dir=checkpoint_dir(Path("build/checkpoints/teachers") / task / f"{teacher}-f{fold}", params, ti.SPLITS, ti.PROCESSED / "index.parquet"),
         callback=logger,
     )  # fmt: skip
     model.load_state_dict(result.state_dict)
@@ -81,7 +83,7 @@ def train_task(task: str, teacher: str, fold: int, rows: pd.DataFrame, params) -
     model_path, oof_path = out_paths(task, teacher, fold)
     save_model(model, model_path, extra={"history": result.history, "gate_opened": result.gate_opened, "fold": fold})
     oof[oof_columns(task)].to_parquet(oof_path, index=False)
-    ti.log_loss_curve({f"{teacher}-f{fold}": result.history}, f"figures/{task}_loss.png")
+    log_loss_curve({f"{teacher}-f{fold}": result.history}, f"figures/{task}_loss.png")
     fold_auroc = auroc_exact((oof["y"] == ti.POSITIVE).to_numpy(), oof[f"p_{ti.CLASSES[ti.POSITIVE]}"].to_numpy())
     summary = {"fold_auroc": fold_auroc, "gate_opened": float(bool(result.gate_opened)), "n_train": len(train_rows), "n_val": len(val_rows)}
     log.info("%s %s fold %d: AUROC %.3f (train %d, val %d)", task, teacher, fold, fold_auroc, len(train_rows), len(val_rows))
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_stage_params("train_teacher")
     if args.teacher not in params.models.teacher_archs:
         raise ConfigError(f"--teacher {args.teacher}: not among models.teacher_archs {sorted(params.models.teacher_archs)}")
-    from covidscan.tracking.runs import log_metrics, stage_run
+    from covidscan.tracking.runs import log_metrics, log_peak_rss, stage_run
 
     folds = args.fold if args.fold is not None else list(range(MAX_FOLDS))
     index = splits = None
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                 summary = train_task(task, args.teacher, fold, ti.task_rows(index, splits, task), params)
                 log_metrics({f"{task}/f{fold}/{k}": v for k, v in summary.items()})
         log_metrics({"folds_configured": float(sum(0 <= f < params.splits.n_folds for f in folds))})
-        ti.log_peak_rss()
+        log_peak_rss()
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ NOT_A_READ = frozenset({"model_copy", "experiment_name"})  # StageParams.experim
 WHOLE = frozenset({"model_dump", "model_dump_json"})
 # function (module.qualname) -> why serialising the whole config there does not change the stage's outputs
 WHOLE_CONFIG_OK = {
-    "pipelines.training_inputs.checkpoint_dir": "a hash key of resumable checkpoints: a change only makes training start afresh",
+    "covidscan.training.checkpoint.checkpoint_dir": "a hash key of resumable checkpoints: a change only makes training start afresh",
     "covidscan.tuning.study.optimize": "hands the config (as JSON) to worker processes that call run_worker(params, ...), "
     "which the scan follows from the same function's one-worker branch",
 }

@@ -420,3 +420,20 @@ def plot_regression_scatter(truth: np.ndarray, predicted: np.ndarray, names: Seq
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------ training
+def loss_curve_figure(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> plt.Figure:
+    """Train (and, where recorded, validation) loss per epoch: one line pair per named history (the
+    training loop's ``history``: ``epoch`` 0-based, ``train_loss``, optional ``val_loss``)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, history in histories.items():
+        epochs = [h["epoch"] + 1 for h in history]
+        ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label=f"{name} train")
+        if history and "val_loss" in history[0]:
+            ax.plot(epochs, [h.get("val_loss", np.nan) for h in history], marker="s", linestyle="--", label=f"{name} val")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

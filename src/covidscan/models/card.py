@@ -178,6 +178,20 @@ class ModelCard:
             "gate_opened": self.gate_opened,
         }
 
+    def set_threshold(self, value: float) -> None:
+        """Set the operating threshold: the card's ``threshold`` and its ``build`` record (which
+        :func:`covidscan.models.zoo.save_model` writes and the registry rebuilds from). The one way a
+        trained model's threshold is set (``model.threshold = t`` calls it).
+
+        Raises:
+            ValueError: ``value`` is not in [0, 1].
+        """
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {value}")
+        self.threshold = float(value)
+        if self.build:
+            self.build = dict(self.build, threshold=float(value))
+
     def require_target_range(self, where: str) -> TargetRange:
         """The target range, or :class:`MissingTargetRange` naming ``where`` (the model file or version)."""
         if self.target_range is None:
@@ -204,9 +218,8 @@ class CardMixin:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {value}")
-        self.card.threshold = float(value)
+        """:meth:`ModelCard.set_threshold` (the card's threshold and its build record)."""
+        self.card.set_threshold(value)
 
     def model_card(self) -> dict[str, Any]:
         """Labels, input spec, threshold and architecture as plain JSON-able data."""

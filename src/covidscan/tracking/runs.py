@@ -237,6 +237,46 @@ def log_figure(fig: Any, artifact_file: str) -> None:
     _mlflow().log_figure(fig, artifact_file)
 
 
+def data_version(manifest: Path) -> str:
+    """The data version a trained model is tagged and registered with: the sha256 of the ingest manifest
+    file, first 16 hex digits ("" when there is none)."""
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else ""
+
+
+class EpochLogger:
+    """The training loop's callback (:func:`covidscan.training.loop.train`): logs each epoch's metrics to
+    the active run (step = epoch) under ``prefix``, and keeps them in ``history``."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.history: list[dict[str, float]] = []
+
+    def __call__(self, metrics: dict[str, float]) -> None:
+        self.history.append(dict(metrics))
+        step = int(metrics.get("epoch", len(self.history) - 1))
+        log_metrics({f"{self.prefix}{k}": v for k, v in metrics.items() if k != "epoch"}, step=step)
+
+
+def log_loss_curve(histories: Mapping[str, list[dict[str, float]]], artifact_file: str) -> None:
+    """Train/val loss per epoch (:func:`covidscan.visualize.loss_curve_figure`) logged as a PNG artifact."""
+    import matplotlib.pyplot as plt
+
+    from covidscan.visualize import loss_curve_figure
+
+    fig = loss_curve_figure(histories)
+    log_figure(fig, artifact_file)
+    plt.close(fig)
+
+
+def log_peak_rss() -> float:
+    """Log this process's peak resident memory (MB) as ``peak_rss_mb_stage``; returns it."""
+    from covidscan.training.memory import peak_rss_mb
+
+    value = peak_rss_mb()
+    log_metrics({"peak_rss_mb_stage": value})
+    return value
+
+
 _TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 

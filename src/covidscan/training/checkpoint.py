@@ -12,6 +12,7 @@ Everything is stored as tensors and plain Python values, so ``torch.load(weights
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -26,6 +27,16 @@ import torch
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^epoch-(\d+)\.pt$")
+
+
+def checkpoint_dir(base: Path, params: Any, *data_files: Path) -> Path:
+    """``base/<digest>``: resumable checkpoints keyed by the effective params and the input tables, so a
+    rerun after a parameter or data change starts fresh instead of resuming stale (or refused) weights."""
+    h = hashlib.sha256(params.model_dump_json().encode())
+    for path in data_files:
+        if path.is_file():
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return base / h.hexdigest()[:12]
 
 
 def checkpoint_path(directory: str | Path, epoch: int) -> Path:

@@ -19,7 +19,9 @@ code cached teacher logits on a shuffled loader and misaligned them with the stu
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +31,42 @@ from covidscan.config import DistillConfig
 from covidscan.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherFolds:
+    """A task's saved teacher fold models, per teacher in fold order.
+
+    Attributes:
+        models: teacher -> its fold models.
+        aurocs: teacher -> its folds' CV AUROCs (a missing or NaN AUROC -> 0.5, chance).
+        folds: teacher -> its fold numbers.
+    """
+
+    models: dict[str, list[nn.Module]] = field(default_factory=dict)
+    aurocs: dict[str, list[float]] = field(default_factory=dict)
+    folds: dict[str, list[int]] = field(default_factory=dict)
+
+
+def load_teacher_folds(directory: Path, names: Sequence[str], cv: Mapping[str, Mapping[str, Sequence]]) -> TeacherFolds:
+    """The non-empty ``<directory>/<TS>-f<k>.pt`` fold models of each teacher in ``names`` (a 0-byte file
+    marks an unconfigured fold), with their fold AUROCs from ``cv`` (teacher -> ``folds``, ``fold_auroc``:
+    the aggregate_cv weights of this task)."""
+    from covidscan.models.zoo import load_model
+
+    out = TeacherFolds()
+    for name in names:
+        info = cv.get(name, {})
+        by_fold = dict(zip(info.get("folds", []), info.get("fold_auroc", [])))
+        for path in sorted(Path(directory).glob(f"{name}-f*.pt"), key=lambda p: int(p.stem.rsplit("-f", 1)[1])):
+            if path.stat().st_size == 0:
+                continue  # marker of an unconfigured fold
+            fold = int(path.stem.rsplit("-f", 1)[1])
+            out.models.setdefault(name, []).append(load_model(path))
+            out.folds.setdefault(name, []).append(fold)
+            value = by_fold.get(fold)
+            out.aurocs.setdefault(name, []).append(0.5 if value is None or not math.isfinite(value) else float(value))
+    return out
 
 
 def softened_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
