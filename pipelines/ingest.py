@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 import logging
-import sys
 
 from pipelines import load_stage_params, stage_main
 
@@ -44,4 +43,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    stage_main(lambda: main(sys.argv[1:]))
+    stage_main(main)

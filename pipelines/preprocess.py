@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from covidscan.config import PreprocessConfig
-from covidscan.errors import CovidscanError, DataError
-from pipelines import load_stage_params
+from covidscan.errors import DataError
+from pipelines import load_stage_params, stage_main
 
 INGEST_DIR = Path("data/interim/ingest")
 OUT_DIR = Path("data/processed")
@@ -60,7 +59,7 @@ def write_figures(index: pd.DataFrame, processed_dir: Path, figures_dir: Path, c
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/preprocess.json)")
     parser.add_argument("--ingest-dir", type=Path, default=INGEST_DIR)
@@ -70,33 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: run.num_workers, at least 1)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from covidscan.preprocess.cache import preprocess_manifest
+    from covidscan.preprocess.cache import preprocess_manifest
 
-        params = load_stage_params("preprocess", args.params)
-        manifest_path = args.ingest_dir / "manifest.parquet"
-        if not manifest_path.is_file():
-            raise DataError(f"{manifest_path}: not found (run the ingest stage first)")
-        manifest = pd.read_parquet(manifest_path)
-        workers = max(1, args.workers if args.workers is not None else params.run.num_workers)
-        from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+    params = load_stage_params("preprocess", args.params)
+    manifest_path = args.ingest_dir / "manifest.parquet"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: not found (run the ingest stage first)")
+    manifest = pd.read_parquet(manifest_path)
+    workers = max(1, args.workers if args.workers is not None else params.run.num_workers)
+    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-        with stage_run("preprocess", params.preprocess, experiment=params.run.experiment_name):
-            index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir, workers=workers)
-            counts = index["input_kind"].value_counts().to_dict()
-            log.info("index: %d records (%s); cache hits %d, misses %d", len(index), counts, index.attrs["hits"], index.attrs["misses"])
-            if not args.no_figures:
-                for path in write_figures(index, args.out_dir, args.figures_dir, params.preprocess, params.run.seed):
-                    log.info("figure: %s", path)
-                    log_artifact(path, "figures")
-            log_artifact(args.out_dir / "input_specs.json", "preprocess")
-            log_metrics({"cache_hits": index.attrs["hits"], "cache_misses": index.attrs["misses"], "n_records": len(index)})
-    except CovidscanError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    return 0
+    with stage_run("preprocess", params.preprocess, experiment=params.run.experiment_name):
+        index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir, workers=workers)
+        counts = index["input_kind"].value_counts().to_dict()
+        log.info("index: %d records (%s); cache hits %d, misses %d", len(index), counts, index.attrs["hits"], index.attrs["misses"])
+        if not args.no_figures:
+            for path in write_figures(index, args.out_dir, args.figures_dir, params.preprocess, params.run.seed):
+                log.info("figure: %s", path)
+                log_artifact(path, "figures")
+        log_artifact(args.out_dir / "input_specs.json", "preprocess")
+        log_metrics({"cache_hits": index.attrs["hits"], "cache_misses": index.attrs["misses"], "n_records": len(index)})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stage_main(main)

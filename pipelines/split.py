@@ -4,56 +4,46 @@
         [--ingest data/interim/ingest] [--out data/splits]
 
 Reads params `run.seed`, `subsets`, `splits`; writes `data/splits/splits.parquet` (record_id, subset,
-part, fold, group_id, label, binary_label, seed004_subset) and `data/splits/summary.json`.
-Exits non-zero with a one-paragraph message on stderr for user-causable problems.
+part, fold, group_id, label, binary_label, yao_subset) and `data/splits/summary.json`.
+A user-causable problem is one `error:` line on stderr and exit code 2 (pipelines.stage_main).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from pipelines import load_stage_params, stage_main
 
-def main(argv: list[str] | None = None) -> int:
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/split.json)")
     parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
     parser.add_argument("--out", type=Path, default=Path("data/splits"))
     args = parser.parse_args(argv)
 
-    from covidscan.environment import quiet_telemetry
-
-    quiet_telemetry()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-    from pipelines import load_stage_params
     from covidscan.data.splits import split_manifest, write_splits
-    from covidscan.errors import ConfigError, CovidscanError
+    from covidscan.errors import ConfigError
     from covidscan.validation.tables import read_ingest
 
-    try:
-        params = load_stage_params("split", args.params)
-        if not params.subsets:
-            raise ConfigError("params.yaml: 'subsets' is empty; declare the sub-datasets (SPEC.md section 1)")
-        tables = read_ingest(args.ingest)
-        result = split_manifest(
-            tables.manifest, tables.root, params.subsets, params.splits, params.run.seed,
-            clinical=tables.clinical, annotations=tables.annotations,
-        )  # fmt: skip
-        from covidscan.tracking.runs import log_artifact, log_table_input, stage_run
+    params = load_stage_params("split", args.params)
+    if not params.subsets:
+        raise ConfigError("params.yaml: 'subsets' is empty; declare the sub-datasets (SPEC.md section 1)")
+    tables = read_ingest(args.ingest)
+    result = split_manifest(
+        tables.manifest, tables.root, params.subsets, params.splits, params.run.seed,
+        clinical=tables.clinical, annotations=tables.annotations,
+    )  # fmt: skip
+    from covidscan.tracking.runs import log_artifact, log_table_input, stage_run
 
-        with stage_run("split", params.splits, experiment=params.run.experiment_name):
-            table_path, summary_path = write_splits(result, args.out)
-            log_table_input(table_path, name="splits", context="split")
-            log_artifact(summary_path, "split")
-    except CovidscanError as err:
-        print(f"split: {err}", file=sys.stderr)
-        return err.exit_code
+    with stage_run("split", params.splits, experiment=params.run.experiment_name):
+        table_path, summary_path = write_splits(result, args.out)
+        log_table_input(table_path, name="splits", context="split")
+        log_artifact(summary_path, "split")
     logging.getLogger("pipelines.split").info("wrote %s and %s", table_path, summary_path)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stage_main(main)

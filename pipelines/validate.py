@@ -6,19 +6,21 @@
 
 Reads params `subsets`, `splits`, `validate`; writes `reports/validation/summary.json` (also when
 validation fails) and the GE data docs `reports/validation/docs/index.html`. On failure prints the
-readable summary (suite, expectation, column, offending values) to stderr and exits non-zero.
+readable summary (suite, expectation, column, offending values) to stderr as `error: ...` and exits 2
+(pipelines.stage_main).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
+from pipelines import load_stage_params, stage_main
 
-def main(argv: list[str] | None = None) -> int:
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/validate.json)")
     parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
@@ -27,41 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/validation"))
     args = parser.parse_args(argv)
 
-    from covidscan.environment import quiet_telemetry
-
-    quiet_telemetry()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-    from pipelines import load_stage_params
     from covidscan.data.splits import read_splits
-    from covidscan.errors import CovidscanError, ValidationFailed
+    from covidscan.errors import ValidationFailed
     from covidscan.validation import validate
 
     summary_path = args.out / "summary.json"
-    try:
-        params = load_stage_params("validate", args.params)
-        splits = None if args.no_splits else read_splits(args.splits)
-        args.out.mkdir(parents=True, exist_ok=True)
-        from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
+    params = load_stage_params("validate", args.params)
+    splits = None if args.no_splits else read_splits(args.splits)
+    args.out.mkdir(parents=True, exist_ok=True)
+    from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
-        with stage_run("validate", params.validate, experiment=params.experiment_name):
-            report = validate(
-                args.ingest, params.validate, splits=splits, splits_cfg=params.splits,
-                subset_names=list(params.subsets) or None, docs_dir=args.out / "docs", raise_on_failure=False,
-            )  # fmt: skip
-            summary_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
-            log_artifact(summary_path, "validation")
-            log_artifact(args.out / "docs", "validation/data_docs")
-            log_metrics({"validation_success": float(report.success), "n_failures": float(len(report.failures))})
-        # failed expectations are a result of the run, not an error in it: the run has ended FINISHED
-        if not report.success:
-            raise ValidationFailed(report.summary())
-    except CovidscanError as err:
-        print(f"validate: {err}", file=sys.stderr)
-        return err.exit_code
+    with stage_run("validate", params.validate, experiment=params.experiment_name):
+        report = validate(
+            args.ingest, params.validate, splits=splits, splits_cfg=params.splits,
+            subset_names=list(params.subsets) or None, docs_dir=args.out / "docs", raise_on_failure=False,
+        )  # fmt: skip
+        summary_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        log_artifact(summary_path, "validation")
+        log_artifact(args.out / "docs", "validation/data_docs")
+        log_metrics({"validation_success": float(report.success), "n_failures": float(len(report.failures))})
+    # failed expectations are a result of the run, not an error in it: the run has ended FINISHED
+    if not report.success:
+        raise ValidationFailed(report.summary())
     print(report.summary(), file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stage_main(main)

@@ -40,3 +40,14 @@ def write_stage_params(root: Path, stage: str, raw: dict | None = None) -> Path:
 
     (path,) = write_effective(parse_params(raw or {}), Path(root) / "build" / "params", stages=[stage])
     return path
+
+
+def stage_exit_code(main, argv: list[str]) -> int:
+    """Run a stage's ``main(argv)`` as its ``__main__`` does (through :func:`pipelines.stage_main`): the exit code."""
+    from pipelines import stage_main
+
+    try:
+        stage_main(lambda: main(argv))
+    except SystemExit as exit_info:
+        return 0 if exit_info.code is None else exit_info.code
+    return 0

@@ -4,8 +4,8 @@ apart from ``metrics/``).
 - evaluation: ROC and precision-recall curves with the readers as points (PR with iso-F1 lines),
   the reliability diagram, the ROC with its bootstrap band and the bootstrap boxplots (the numbers come
   from :mod:`covidscan.evaluation.curves` and :mod:`covidscan.evaluation.bootstrap`);
-- interpretability: the PCA eigen-image grid (seed 000, Fig. 2a; :mod:`covidscan.explain.pca`);
-- preprocessing: pseudo-colouring and CT dimension normalisation (seed 000, Fig. 1).
+- interpretability: the PCA eigen-image grid (Liang et al. 2020, Fig. 2a; :mod:`covidscan.explain.pca`);
+- preprocessing: pseudo-colouring and CT dimension normalisation (Liang et al. 2020, Fig. 1).
 
 Every ``plot_*`` function writes one PNG and returns its path; the ``*_figure`` functions return the
 figure instead (tests read its colours). A reader keeps one colour in every figure
@@ -142,7 +142,7 @@ def plot_pr(
     title: str = "Precision-recall",
     iso_f1: Sequence[float] = ISO_F1_LEVELS,
 ) -> Path:
-    """PR curve(s) with the readers as points and grey dashed iso-F1 lines (seed 000 Fig. 4).
+    """PR curve(s) with the readers as points and grey dashed iso-F1 lines (Liang et al. 2020, Fig. 4).
 
     Args:
         curves: label -> grid curve.
@@ -232,7 +232,7 @@ def plot_boxplots(
     indices: Sequence[str] = ("f1", "kappa", "specificity", "sensitivity", "precision"),
     title: str = "",
 ) -> Path:
-    """Boxplots of every index's bootstrap distribution, raters side by side (seed 000 Fig. 5).
+    """Boxplots of every index's bootstrap distribution, raters side by side (Liang et al. 2020, Fig. 5).
 
     Args:
         distributions: rater name (model first, then readers) -> index name -> result.

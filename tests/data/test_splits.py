@@ -167,7 +167,7 @@ def test_centre_held_out_split(fx, result):
     assert set(cs.loc[cs["part"] == "test", "centre"]) == {"centre_d"}
     assert "centre_d" not in set(cs.loc[cs["part"] == "trainval", "centre"])
     assert (cs["binary_label"] == (cs["label"] == "covid19").astype(int)).all()
-    assert dict(cs[["label", "seed004_subset"]].drop_duplicates().values) == {"covid19": "S1", "normal": "S2", "pneumonia": "S3"}
+    assert dict(cs[["label", "yao_subset"]].drop_duplicates().values) == {"covid19": "S1", "normal": "S2", "pneumonia": "S3"}
     assert result.summary["subsets"]["CSDS"]["centres_test"] == ["centre_d"]
 
 

@@ -1,7 +1,7 @@
 """The evaluate stage's classifier part, in process, on small hand-made test sets with real tiny models.
 
 Experiment A's layout (every covid19 X-ray from one source, every normal from another) must carry a
-confound warning in its metrics and at the top of its card, and no seed 004 subset rows; experiment S
+confound warning in its metrics and at the top of its card, and no rows for Yao et al.'s subsets; experiment S
 must score the baselines stage's 3D ResNet, SVM and random forest on its own test volumes with CIs.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from covidscan.config import EvaluateConfig, ExperimentSpec, Params, SplitsConfig, SubsetSpec
 from tests.serving import tiny_models as tm
 
-SEED004 = {"covid19": "S1", "normal": "S2", "pneumonia": "S3"}  # as data.splits writes it, for every subset
+YAO = {"covid19": "S1", "normal": "S2", "pneumonia": "S3"}  # as data.splits writes it, for every subset
 
 
 def _tables(tmp_path, rows: list[dict], manifest: list[dict], subset: str) -> None:
@@ -25,7 +25,7 @@ def _tables(tmp_path, rows: list[dict], manifest: list[dict], subset: str) -> No
     (tmp_path / "data" / "interim" / "ingest").mkdir(parents=True, exist_ok=True)
     index.to_parquet(tmp_path / "data" / "processed" / "index.parquet")
     splits = pd.DataFrame({"record_id": index["record_id"], "subset": subset, "part": "test", "label": index["label"],
-                           "seed004_subset": index["label"].map(SEED004).fillna("")})  # fmt: skip
+                           "yao_subset": index["label"].map(YAO).fillna("")})  # fmt: skip
     splits.to_parquet(tmp_path / "data" / "splits" / "splits.parquet")
     pd.DataFrame(manifest).to_parquet(tmp_path / "data" / "interim" / "ingest" / "manifest.parquet")
 
@@ -79,7 +79,7 @@ def _evaluate(tmp_path, params, name):
     return json.loads(out.metrics_path.read_text()), out.card_path.read_text()
 
 
-def test_a_source_confounded_experiment_is_flagged_and_has_no_seed004_rows(tmp_path, xray_set):
+def test_a_source_confounded_experiment_is_flagged_and_has_no_yao_subset_rows(tmp_path, xray_set):
     metrics, card = _evaluate(tmp_path, xray_set("by_source"), "A")
     assert metrics["confound.by"] == "source" and metrics["confound.purity"] == 1.0 and metrics["confound.confounded"] is True
     assert metrics["confound.base_rate"] == pytest.approx(0.5) and metrics["confound.warn_at"] == 0.95
@@ -87,7 +87,7 @@ def test_a_source_confounded_experiment_is_flagged_and_has_no_seed004_rows(tmp_p
     warning = card.index('class="warning"')
     assert warning < card.index("Intended use") and "source determines the label for 100.0%" in card
     assert "Confound check" in card
-    # seed 004's S1/S2/S3 rows belong to its centre-held-out experiment, not to A
+    # Yao et al.'s S1/S2/S3 rows belong to its centre-held-out experiment, not to A
     assert not any(k.startswith("subsets.S1 vs") for k in metrics)
     assert "S1 vs S2" not in card
 
@@ -112,7 +112,7 @@ def test_label_purity_and_confound_check():
     assert not one_group["confounded"]  # a 95%-one-class set from one source: the source tells nothing
 
 
-# --------------------------------------------------------------------- seed 004's comparison (S)
+# --------------------------------------------------------------------- Yao et al.'s comparison (S)
 def test_experiment_s_reports_the_baselines_side_by_side(tmp_path, monkeypatch):
     import joblib
     from sklearn.ensemble import RandomForestClassifier
@@ -172,4 +172,4 @@ def test_experiment_s_reports_the_baselines_side_by_side(tmp_path, monkeypatch):
     assert "Comparison with the baselines" in card
     for model in ("csacnet", "resnet3d", "svm", "random_forest"):
         assert f"<td>{model}</td>" in card
-    assert any(k.startswith("subsets.S1 vs S2+S3.") for k in metrics)  # S keeps seed 004's subsets
+    assert any(k.startswith("subsets.S1 vs S2+S3.") for k in metrics)  # S keeps Yao et al.'s subsets

@@ -24,7 +24,7 @@ def _counts(module: nn.Module) -> dict[str, int]:
 
 
 def test_default_configuration_reproduces_the_paper_counts():
-    """Seed 004: 39 3D convs, 10 atrous 3D convs, 3 max-pools in the baseline, 5 in the cross-layer
+    """Yao et al. 2021: 39 3D convs, 10 atrous 3D convs, 3 max-pools in the baseline, 5 in the cross-layer
     subnets, 3 fully-connected layers, three cross-layers."""
     cfg = CSACNetConfig()
     with torch.device("meta"):

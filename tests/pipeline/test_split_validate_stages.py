@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ingest_fixture.py
 
 from ingest_fixture import SPLITS, SUBSETS, build_ingest  # noqa: E402
-from tests.conftest import write_stage_params  # noqa: E402
+from tests.conftest import stage_exit_code, write_stage_params  # noqa: E402
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -22,7 +22,7 @@ def _stage(name: str):
     spec = importlib.util.spec_from_file_location(f"stage_{name}", PIPELINES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return lambda argv: stage_exit_code(module.main, argv)  # as `python -m pipelines.<name>` runs it
 
 
 @pytest.fixture
@@ -62,11 +62,11 @@ def test_split_then_validate(project, capsys):
     code = _stage("validate")([])
     err = capsys.readouterr().err
     assert code != 0
-    assert "validate: data validation FAILED" in err
+    assert "error: data validation FAILED" in err
     assert "no near-duplicate group in both train-val and test" in err and f"group_id={group}" in err
     assert json.loads((project / "reports" / "validation" / "summary.json").read_text())["success"] is False
 
 
 def test_split_stage_reports_user_errors(project, capsys):
     assert _stage("split")(["--ingest", "nowhere"]) != 0
-    assert "nowhere/manifest.parquet: ingest manifest not found" in capsys.readouterr().err
+    assert "error: nowhere/manifest.parquet: ingest manifest not found" in capsys.readouterr().err

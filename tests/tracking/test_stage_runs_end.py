@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from covidscan.errors import DataError
-from tests.conftest import write_stage_params
+from tests.conftest import stage_exit_code, write_stage_params
 
 
 @pytest.fixture
@@ -45,11 +45,12 @@ def _raise(error: Exception):
 
 
 def _run_stage(stage, argv: list[str], error: Exception, capsys) -> None:
-    """A CovidscanError becomes the exit code; any other error propagates. The run must be ended by
-    then, not only once the stage's frames are garbage-collected (the traceback keeps them alive)."""
+    """Through stage_main a CovidscanError becomes one `error:` line and exit code 2; any other error
+    propagates. The run must be ended by then, not only once the stage's frames are garbage-collected
+    (the traceback keeps them alive)."""
     if isinstance(error, DataError):
-        assert stage.main(argv) != 0
-        assert str(error) in capsys.readouterr().err
+        assert stage_exit_code(stage.main, argv) == 2
+        assert f"error: {error}" in capsys.readouterr().err
     else:
         with pytest.raises(type(error), match=str(error)) as raised:
             stage.main(argv)

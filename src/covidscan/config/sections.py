@@ -94,7 +94,7 @@ class DataConfig(Section):
 
 # --------------------------------------------------------------------------- splits/preprocess
 class SubsetSpec(Section):
-    """A sub-dataset: a selection of modality x sources x classes (seed 000 Table 1)."""
+    """A sub-dataset: a selection of modality x sources x classes (Liang et al. 2020, Table 1)."""
 
     modality: Modality
     sources: list[str] | Literal["public", "hospital", "all"] = "all"
@@ -110,12 +110,12 @@ class ExperimentSpec(Section):
     model: str = "student"
     description: str = ""
     # a folder under the models folder with the baselines stage's models (resnet3d.pt, svm.joblib,
-    # random_forest.joblib, features.json), scored side by side on the same test cases (seed 004's table)
+    # random_forest.joblib, features.json), scored side by side on the same test cases (Yao et al.'s table)
     baselines: str = ""
 
 
 class SplitsConfig(Section):
-    """Patient-grouped splits (seed 000 TTSF + 5 folds; seed 004 centre-held-out)."""
+    """Patient-grouped splits (Liang et al. 2020: TTSF + 5 folds; Yao et al. 2021: centre-held-out)."""
 
     test_size: float = Field(0.2, gt=0, lt=1)
     n_folds: int = Field(5, ge=2)
@@ -126,12 +126,12 @@ class SplitsConfig(Section):
     # assumed: a near-duplicate merge never makes a group of more patients than this (one picture
     # republished by a few sources is a small cluster; longer chains are look-alikes, not copies)
     near_duplicate_max_patients: int = Field(4, ge=2)
-    # Sub-datasets split by centre (seed 004: train on the other centres, test on centre_test)
+    # Sub-datasets split by centre (Yao et al. 2021: train on the other centres, test on centre_test)
     # instead of by TTSF; names must be keys of `subsets`.
     centre_subsets: list[str] = Field(default_factory=list)
-    # Sub-datasets restricted to records with clinical indicators AND annotations (seed 000 CADS).
+    # Sub-datasets restricted to records with clinical indicators AND annotations (Liang et al.'s CADS).
     clinical_subsets: list[str] = Field(default_factory=lambda: ["CADS"])
-    # Mixed sets: name -> the sub-datasets it unions, part by part (seed 000 XM*, CTM*).
+    # Mixed sets: name -> the sub-datasets it unions, part by part (Liang et al.'s XM*, CTM*).
     mixed: dict[str, list[str]] = Field(
         default_factory=lambda: {"XMDS": ["XPDS", "XHDS"], "CTMDS": ["CTPDS", "CTHDS"]}
     )
@@ -157,11 +157,11 @@ class PreprocessConfig(Section):
     volume_slices: int = Field(64, ge=4)  # assumed: crop/pad depth after 5 mm resampling
     volume_pad_hu: float = -1000.0  # assumed: air fills slices added by padding
     crop_size: int = Field(64, ge=8)  # CNNRF lesion crops (code)
-    # augmentation (training only; seed 004 for 3D, the authors' code for 2D)
+    # augmentation (training only; Yao et al. 2021 for 3D, the authors' code for 2D)
     aug_flip_prob: float = Field(0.5, ge=0, le=1)  # assumed, per flip axis
-    aug_rotate_deg: float = Field(15.0, ge=0, le=180)  # seed 004: +-15 degrees
+    aug_rotate_deg: float = Field(15.0, ge=0, le=180)  # Yao et al. 2021: +-15 degrees
     aug_rotate_prob: float = Field(0.5, ge=0, le=1)  # assumed
-    aug_scale_range: tuple[float, float] = (0.9, 1.1)  # seed 004: random scaling 0.9-1.1
+    aug_scale_range: tuple[float, float] = (0.9, 1.1)  # Yao et al. 2021: random scaling 0.9-1.1
     aug_scale_prob: float = Field(0.5, ge=0, le=1)  # assumed
 
     @model_validator(mode="after")
@@ -274,7 +274,7 @@ def _default_teacher_archs() -> dict[str, TeacherArch]:
 
 
 class CSACNetConfig(Section):
-    """3D CSAC-Net (seed 004). The defaults reproduce the paper's layer counts: 39 plain 3D convolutions
+    """3D CSAC-Net (Yao et al. 2021). The defaults reproduce the paper's layer counts: 39 plain 3D convolutions
     (stem 1 + residual modules 32 + projections 3 + subnet entries 3), 10 atrous convolutions, 3 baseline
     max-pools (stem + before modules 3 and 4), 5 subnet max-pools and 3 FC layers. The arrangement is ours
     (assumed): the paper gives only the counts.
@@ -357,7 +357,7 @@ class EvaluateConfig(Section):
     min_sensitivity: float = Field(0.9, gt=0, le=1)  # assumed (= registry.min_sensitivity); the rules' floor
     report_thresholds: list[float] = Field(
         default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7]
-    )  # assumed; seed 004 Table 3 lists several thresholds incl. 0.5
+    )  # assumed; Yao et al.'s Table 3 lists several thresholds incl. 0.5
     calibration_bins: int = Field(10, ge=2)  # assumed; equal-width bins of the reliability diagram
     mcnemar_exact_below: int = Field(25, ge=0)  # exact binomial when discordant pairs < this
     cam_threshold: float = Field(0.5, gt=0, lt=1)  # assumed; heatmap level kept for DBSCAN
@@ -386,7 +386,7 @@ class RegistryConfig(Section):
     challenger_alias: str = "challenger"
     previous_alias: str = "previous-champion"  # the champion a promotion replaced (for rollback)
     auroc_margin: float = Field(0.02, ge=0, le=1)  # assumed
-    min_sensitivity: float = Field(0.9, ge=0, le=1)  # assumed; seed 004 reports 0.915 on its external centre
+    min_sensitivity: float = Field(0.9, ge=0, le=1)  # assumed; Yao et al. 2021 report 0.915 on their external centre
     min_specificity: float = Field(0.8, ge=0, le=1)  # assumed; a screening operating point (rules out a model that calls everyone positive)
     # the first version becomes champion only when the lower bound of its AUROC CI is above this (chance)
     first_min_auroc: float = Field(0.5, ge=0, le=1)  # assumed

@@ -1,6 +1,6 @@
 """Bootstrap of the test set: empirical distribution, point estimate and percentile CI of any index.
 
-Seed 000: "random sampling with replacement to generate 1000 new test data sets with the same number of
+Liang et al. 2020: "random sampling with replacement to generate 1000 new test data sets with the same number of
 samples as the original test data set". Resample indices come from a seeded ``numpy.random.Generator``
 (``default_rng(seed)``), so the same ``(n, n_resamples, seed)`` gives the same resamples: the model and
 every reader evaluated with the same seed are resampled *paired* (the same cases in each resample).
@@ -235,7 +235,7 @@ def bootstrap_auroc(
 
 @dataclass(frozen=True)
 class RocBand:
-    """ROC with a pointwise bootstrap band (seed 004: "ROC curve with a 95% CI").
+    """ROC with a pointwise bootstrap band (Yao et al. 2021: "ROC curve with a 95% CI").
 
     Attributes:
         fpr: common fpr grid (0..1).

@@ -252,7 +252,7 @@ def iso_f1_curve(f1: float, n_points: int = 200) -> tuple[np.ndarray, np.ndarray
 def thresholds_table(
     y_true: np.ndarray, scores: np.ndarray, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)
 ) -> list[dict[str, float]]:
-    """Sensitivity/specificity (and the other indices) at several thresholds (seed 004, Table 3).
+    """Sensitivity/specificity (and the other indices) at several thresholds (Yao et al. 2021, Table 3).
 
     Args:
         y_true: labels 0/1.

@@ -7,7 +7,7 @@ on the way. The stage (``pipelines/evaluate.py``) parses its arguments, loads th
 paths (:class:`EvaluationInputs`) and logs the outputs to MLflow.
 
 Classifiers (experiments A, B, C, S ...): indices at the model's operating threshold with bootstrap CIs,
-ROC/PR, readers and McNemar, calibration, per-source/per-centre breakdowns, seed 004's subsets (only for
+ROC/PR, readers and McNemar, calibration, per-source/per-centre breakdowns, Yao et al.'s subsets (only for
 experiments on the centre-held-out sub-datasets, ``splits.centre_subsets``) and thresholds table,
 per-volume time, the source-shortcut probe, the confound check (``confound``: the label named by the source
 or centre for at least ``evaluate.confound_purity`` of the cases; a warning at the top of the card),
@@ -37,7 +37,7 @@ from covidscan.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 COMPARISON_TABLE = "Comparison with the baselines (same test cases; each at its own threshold)"
-SEED004_COMPARISONS = (("S1 vs S2+S3", ("S2", "S3")), ("S1 vs S2", ("S2",)), ("S1 vs S3", ("S3",)))
+YAO_COMPARISONS = (("S1 vs S2+S3", ("S2", "S3")), ("S1 vs S2", ("S2",)), ("S1 vs S3", ("S3",)))
 
 
 # ---------------------------------------------------------------------------------- inputs and results
@@ -164,13 +164,13 @@ def reads_for(records: pd.DataFrame, reads: pd.DataFrame) -> dict[str, np.ndarra
 
 
 def comparison_subsets(records: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Seed 004's S1-vs-S2/S3 masks (when the records carry ``seed004_subset``) and the covid19 cases with a negative first RT-PCR."""
+    """Yao et al.'s S1-vs-S2/S3 masks (when the records carry ``yao_subset``) and the covid19 cases with a negative first RT-PCR."""
     subsets: dict[str, np.ndarray] = {}
-    if "seed004_subset" in records:
-        s1 = (records["seed004_subset"] == "S1").to_numpy()
-        for name, other in SEED004_COMPARISONS:
-            mask = s1 | records["seed004_subset"].isin(other).to_numpy()
-            if mask.any() and (records["seed004_subset"].isin(other)).any():
+    if "yao_subset" in records:
+        s1 = (records["yao_subset"] == "S1").to_numpy()
+        for name, other in YAO_COMPARISONS:
+            mask = s1 | records["yao_subset"].isin(other).to_numpy()
+            if mask.any() and (records["yao_subset"].isin(other)).any():
                 subsets[name] = mask
     rtpcr_neg = ((records["label"] == "covid19") & (records["rtpcr_initial"] == "negative")).to_numpy()
     if rtpcr_neg.any():
@@ -379,16 +379,16 @@ def evaluate_regressor(model, model_path: Path, records: pd.DataFrame, params: P
 
 
 def experiment_test_records(params: Params, spec: ExperimentSpec, inputs: EvaluationInputs, model_kind: str) -> pd.DataFrame:
-    """The experiment's usable test records, with seed 004's S1/S2/S3 column for the centre-held-out sub-datasets."""
+    """The experiment's usable test records, with Yao et al.'s S1/S2/S3 column for the centre-held-out sub-datasets."""
     from covidscan.evaluation.experiment import test_records, usable_records
 
     splits = read_stage_table(inputs.splits)
     records = test_records(spec, splits, read_stage_table(inputs.index), read_stage_table(inputs.manifest))
-    # seed 004's S1/S2/S3 rows belong to its centre-held-out sub-datasets (splits.centre_subsets) only
+    # Yao et al.'s S1/S2/S3 rows belong to its centre-held-out sub-datasets (splits.centre_subsets) only
     centre = [s for s in spec.subsets if s in params.splits.centre_subsets]
-    if centre and "seed004_subset" in splits:
+    if centre and "yao_subset" in splits:
         sub = splits[splits["subset"].isin(centre)].drop_duplicates("record_id").set_index("record_id")
-        records["seed004_subset"] = records["record_id"].map(sub["seed004_subset"]).fillna("")
+        records["yao_subset"] = records["record_id"].map(sub["yao_subset"]).fillna("")
     return usable_records(records, model_kind)
 
 

@@ -2,8 +2,8 @@
 
 :func:`evaluate_binary` composes the pure functions of this package: indices at the operating
 threshold with bootstrap CIs, grid ROC/PR with AUROC/AUPRC (and the exact values), the ROC band,
-seed 004's thresholds table, calibration, the readers (indices with paired CIs, McNemar) and named
-subsets (seed 004: S1 vs S2+S3, COVID-19 cases whose first RT-PCR was negative). Given a folder it
+Yao et al.'s thresholds table, calibration, the readers (indices with paired CIs, McNemar) and named
+subsets (Yao et al. 2021: S1 vs S2+S3, COVID-19 cases whose first RT-PCR was negative). Given a folder it
 also draws the figures. It returns plain dicts: ``result["metrics"]`` is ready for
 :func:`covidscan.evaluation.report.write_metrics_json` and ``result["card"]`` for
 :func:`covidscan.evaluation.report.write_model_card`.
@@ -134,7 +134,7 @@ def evaluate_binary(
         scores: positive-class probabilities, shape (n,).
         config: the evaluate section (bootstrap size/seed/level, grid step, thresholds, bins ...).
         threshold: operating threshold; default :func:`operating_threshold` with the fixed rule's value.
-        reads: reader name -> calls 0/1 on the same cases (seed 000's experts).
+        reads: reader name -> calls 0/1 on the same cases (Liang et al.'s experts).
         subsets: subset name -> boolean mask over the cases (e.g. {"S1": ..., "rtpcr_negative": ...});
             each gets its indices at the threshold and, when both classes are present, its AUROC.
         figures_dir: if given, ROC, PR, ROC band, boxplots and reliability PNGs are written there.

@@ -1,6 +1,6 @@
 """Centres of salient regions (DBSCAN on a thresholded heatmap) and their agreement with the experts.
 
-Seed 000: DBSCAN gives the "center pixel coordinates" of the salient features, normalised to 0-1, which
+Liang et al. 2020: DBSCAN gives the "center pixel coordinates" of the salient features, normalised to 0-1, which
 are compared with the experts' annotation centres by MSE, MAE, RMSE, r and R^2 (paper: 0.0108, 0.0722,
 0.1040, 0.9761, 0.8801).
 

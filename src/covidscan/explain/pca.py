@@ -1,4 +1,4 @@
-"""PCA of each (modality, class) sub-dataset: mean image and top eigen-images (seed 000, Fig. 2a).
+"""PCA of each (modality, class) sub-dataset: mean image and top eigen-images (Liang et al. 2020, Fig. 2a).
 
 Input images are the preprocessed **grey** images (before pseudo-colouring), on the 0-255 scale:
 

@@ -1,6 +1,6 @@
 """Source-shortcut probe: can the data source (or centre) be predicted from the images?
 
-In hybrid datasets each class often comes from its own source (seed 000: normal X-rays from RSNA,
+In hybrid datasets each class often comes from its own source (Liang et al. 2020: normal X-rays from RSNA,
 COVID-19 X-rays from CCD), so a classifier can score well by recognising the source rather than the
 disease. The probe fits a cross-validated logistic regression from simple image features (downsampled
 pixels, intensity histogram) or from a model's feature vectors to the source label and reports the
@@ -9,7 +9,7 @@ disease AUROC is a warning that the disease result may be a source shortcut; abo
 
 :func:`confound_check` looks at the test set's design rather than at the images: the *label purity* of a
 grouping (source or centre) is the share of cases whose label equals the majority label of their group.
-1.0 means the group alone names every label (seed 000's experiment A: every covid19 X-ray from one
+1.0 means the group alone names every label (Liang et al.'s experiment A: every covid19 X-ray from one
 source, every normal from another); the base rate (the share of the overall majority label) is what
 purity is without any grouping. An experiment is flagged as confounded when, for source or centre, the
 purity is at least ``EvaluateConfig.confound_purity`` (0.95), above the base rate, with at least two

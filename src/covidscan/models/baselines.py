@@ -1,4 +1,4 @@
-"""Seed 004's classic baselines: volume features for the SVM and the random forest, and their scores.
+"""Yao et al.'s classic baselines: volume features for the SVM and the random forest, and their scores.
 
 The ``baselines`` stage trains them (with MONAI's 3D ResNet) on the CSAC-Net split and saves them under
 ``models/baselines/``; the evaluate stage of experiment S scores them on the same test volumes as

@@ -1,4 +1,4 @@
-"""The building blocks of seed 000's frameworks (SPEC.md section 3): ResBlock-A, its bottleneck variant,
+"""The building blocks of Liang et al.'s frameworks (SPEC.md section 3): ResBlock-A, its bottleneck variant,
 ResBlock-B, a residual stage made of them, the Control Gate Block and the regressor block.
 
 Every block takes ``spatial_dims`` (2 for CNNCF/CNNRF; 3 works too), so the same code builds 2D and 3D
@@ -66,7 +66,7 @@ def _check_dims(spatial_dims: int) -> None:
 
 
 class ResBlockA(nn.Module):
-    """ResBlock-A: two inputs, two outputs of equal size (seed 000 Fig. 6a).
+    """ResBlock-A: two inputs, two outputs of equal size (Liang et al. 2020, Fig. 6a).
 
     Upper branch on input 1: MaxPool 3 (stride, padding), Conv 1x1 (``out_channels``), BN.
     Bottom branch on input 2: Conv 3 (stride, padding), BN, ReLU, Conv 3 (stride 1, padding 1), BN.
@@ -164,7 +164,7 @@ class BottleneckResBlockA(ResBlockA):
 
 
 class ResBlockB(ResBlockA):
-    """ResBlock-B: ResBlock-A with a single output, the activated one (seed 000 Fig. 6b)."""
+    """ResBlock-B: ResBlock-A with a single output, the activated one (Liang et al. 2020, Fig. 6b)."""
 
     def forward(self, x1: Tensor, x2: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
         """Return ReLU(upper(x1) + bottom(x2)); ``x2`` defaults to ``x1``."""
@@ -250,7 +250,7 @@ class ResidualStage(nn.Module):
 
 
 class ControlGateBlock(nn.Module):
-    """Control Gate Block (seed 000 Fig. 6c): an auxiliary classifier on stage I's output and a latch.
+    """Control Gate Block (Liang et al. 2020, Fig. 6c): an auxiliary classifier on stage I's output and a latch.
 
     The predictor is GAP + Linear -> logits (softmax/CE are the loss's job, weighted by lambda_aux).
     After each validation pass the training loop calls :meth:`update` with the auxiliary head's
@@ -337,7 +337,7 @@ class ControlGateBlock(nn.Module):
 
 
 class RegressorBlock(nn.Module):
-    """The regressor block of CNNRF (seed 000 Fig. 6d).
+    """The regressor block of CNNRF (Liang et al. 2020, Fig. 6d).
 
     Main path: Conv 3x3, BN, ReLU, global average pooling, Linear1, ReLU, Linear2. Skip path: Conv 1x1
     with as many kernels as Linear2's output size, global average pooling. Sum, ReLU, Linear3.

@@ -1,4 +1,4 @@
-"""CNNCF, seed 000's classification framework, and its four teachers (SPEC.md section 3).
+"""CNNCF, Liang et al.'s classification framework, and its four teachers (SPEC.md section 3).
 
 CNNCF = [CT front] + stem + Q x (stage I + Control Gate Block) + stage II + head::
 
@@ -108,7 +108,7 @@ def teacher_config(name: str, models: ModelsConfig) -> CNNCFConfig:
 
 
 class CNNCF(CardMixin, nn.Module):
-    """The classification framework of seed 000 (also the teachers TS1-TS4 with other M, L, N).
+    """The classification framework of Liang et al. 2020 (also the teachers TS1-TS4 with other M, L, N).
 
     Args:
         num_classes: output classes C.

@@ -1,4 +1,4 @@
-"""CNNRF, seed 000's regression framework: stem + stage II + regressor block -> 5 clinical indicators.
+"""CNNRF, Liang et al.'s regression framework: stem + stage II + regressor block -> 5 clinical indicators.
 
 The input is one lesion crop (suspected area) resized to 64x64 (code); a case's prediction is the mean
 over its crops (the training/evaluation code averages). Outputs are the five min-max normalised

@@ -1,4 +1,4 @@
-"""Seed 004's 3D CSAC-Net (cross-layer sparse atrous convolution network) and a plain 3D ResNet baseline.
+"""Yao et al.'s 3D CSAC-Net (cross-layer sparse atrous convolution network) and a plain 3D ResNet baseline.
 
 Layout (the paper gives counts, not a diagram; the arrangement below is ours and reproduces the counts)::
 
@@ -201,7 +201,7 @@ class CSACNet3D(CardMixin, nn.Module):
         fcs.append(nn.Linear(widths[-1], num_classes))
         self.classifier = nn.Sequential(*fcs)
         last_pool = max((int(i) for i in pooled_modules), default=None)
-        # Grad-CAM target: the last 3D max-pool of the baseline (seed 004 Fig. 3).
+        # Grad-CAM target: the last 3D max-pool of the baseline (Yao et al. 2021, Fig. 3).
         self.target_layer = f"baseline.pools.{last_pool}" if last_pool is not None else "baseline.stem.3"
         self.cross_layers = cross_layers
         self.card = ModelCard(
@@ -264,7 +264,7 @@ class CSACNet3D(CardMixin, nn.Module):
 
 
 class ResNet3D(CardMixin, nn.Module):
-    """The plain 3D ResNet baseline of seed 004: MONAI's ResNet (basic blocks, ResNet-18 by default).
+    """The plain 3D ResNet baseline of Yao et al. 2021: MONAI's ResNet (basic blocks, ResNet-18 by default).
 
     Args:
         num_classes: output classes.

@@ -2,7 +2,7 @@
 
 * 2D framework (authors' code): random horizontal flip, on (C, H, W) or a batch (N, C, H, W). The
   dtype is kept (uint8 in, uint8 out), so it can run before :meth:`InputSpec.to_tensor`.
-* 3D CSAC-Net (seed 004): random isotropic scaling 0.9-1.1 (size kept), horizontal and vertical flips,
+* 3D CSAC-Net (Yao et al. 2021): random isotropic scaling 0.9-1.1 (size kept), horizontal and vertical flips,
   rotation +-15 degrees in the axial (H, W) plane, on (C, D, H, W) or (N, C, D, H, W); float32 out.
 
 "Horizontal" flips the W axis (left-right), "vertical" flips the H axis (anterior-posterior). Each

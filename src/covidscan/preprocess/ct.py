@@ -3,12 +3,12 @@
 Input: ingest's ``ct_volume`` array, int16 Hounsfield units (z, y, x), z ordered along the slice
 normal, with the slice spacing from the manifest.
 
-* **Dimension normalisation (2D framework, seed 000)**: window centre -600 / width 2000 (clip to
+* **Dimension normalisation (2D framework, Liang et al. 2020)**: window centre -600 / width 2000 (clip to
   [-1600, 400] HU) scaled to 0-255, linear resampling along z to ``ct_slices`` (300) slices, in-plane
   resize to ``ct_size``; stored as uint8 ``(ct_slices, ct_size, ct_size)``. The network's first layer,
   a trainable 1x1 conv 300 -> 3 with groups=3, turns the three groups of 100 contiguous slices
   (``stack[0:100]``, ``stack[100:200]``, ``stack[200:300]``) into the three channels.
-* **Volume (3D CSAC-Net, seed 004)**: whole volume (no lung segmentation), same window scaled to
+* **Volume (3D CSAC-Net, Yao et al. 2021)**: whole volume (no lung segmentation), same window scaled to
   [0, 1], resampled to ``volume_thickness_mm`` (5 mm) along z, centre-cropped or padded (with
   ``volume_pad_hu``, air) to ``volume_slices``, resized in plane to ``volume_size``; float16
   ``(volume_slices, volume_size, volume_size)``.

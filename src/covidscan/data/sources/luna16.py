@@ -6,7 +6,7 @@
 <root>/candidates.csv     seriesuid, coordX, coordY, coordZ, class           (optional, not used)
 ```
 Every series becomes a ``ct_volume`` (int16 HU, (z, y, x), z ascending along the slice normal) with
-the option ``label`` (default ``normal``: seed 000 uses LUNA16 as its public normal CT). Nodule
+the option ``label`` (default ``normal``: Liang et al. 2020 use LUNA16 as their public normal CT). Nodule
 annotations are not COVID-19 lesions and are not exported; option ``exclude_nodules: true`` drops the
 series that annotations.csv lists. The patient key is the series UID (one series per LIDC patient).
 """

@@ -1,4 +1,4 @@
-"""Patient-grouped splits of the sub-datasets (seed 000 Table 1, seed 004 centre-held-out).
+"""Patient-grouped splits of the sub-datasets (Liang et al. 2020, Table 1; Yao et al. 2021, centre-held-out).
 
 The order of work, for one manifest:
 
@@ -28,12 +28,12 @@ The order of work, for one manifest:
    train-val in one sub-dataset and test in another, and the mixed sets (``SplitsConfig.mixed``:
    XMDS = XPDS + XHDS, CTMDS = CTPDS + CTHDS) are the part-by-part unions of their members, e.g.
    XMTS = XPTS + XHTS, with consistent folds.
-6. **Centre-held-out (seed 004).** Sub-datasets in ``SplitsConfig.centre_subsets`` are split by
+6. **Centre-held-out (Yao et al. 2021).** Sub-datasets in ``SplitsConfig.centre_subsets`` are split by
    centre instead: test = records from ``centre_test``, train-val = the other centres (grouped,
    stratified folds inside). Records of a group that also has test-centre records are left out of
    train-val (counted in the summary). These sub-datasets do not take part in step 5.
 
-Every row also carries ``label``, the seed 004 binary label (covid19 = 1, else 0) and its subset
+Every row also carries ``label``, Yao et al.'s binary label (covid19 = 1, else 0) and its subset
 (S1 covid19, S2 normal = NP, S3 pneumonia = CAP; "" otherwise).
 
 Sub-dataset names follow the paper: a name ending in ``DS`` has parts ``...TS`` (train-val) and
@@ -47,7 +47,7 @@ Modules:
 
 from covidscan.data.splits.assign import (
     PARTS,
-    SEED004_SUBSETS,
+    YAO_SUBSETS,
     SPLIT_COLUMNS,
     SplitResult,
     _annotate,
@@ -81,7 +81,7 @@ from covidscan.data.splits.grouping import (
 __all__ = [
     "HASH_BITS",
     "PARTS",
-    "SEED004_SUBSETS",
+    "YAO_SUBSETS",
     "SPLIT_COLUMNS",
     "Grouping",
     "SplitResult",

@@ -32,10 +32,10 @@ SPLIT_COLUMNS: tuple[str, ...] = (
     "group_id",
     "label",
     "binary_label",
-    "seed004_subset",
+    "yao_subset",
 )
 PARTS: tuple[str, ...] = ("trainval", "test")
-SEED004_SUBSETS: dict[str, str] = {"covid19": "S1", "normal": "S2", "pneumonia": "S3"}
+YAO_SUBSETS: dict[str, str] = {"covid19": "S1", "normal": "S2", "pneumonia": "S3"}
 
 
 # ------------------------------------------------------------------------------------- names
@@ -171,7 +171,7 @@ def _annotate(rows: pd.DataFrame, subset: str) -> pd.DataFrame:
     out = rows[["record_id", "part", "fold", "group_id", "label"]].copy()
     out.insert(1, "subset", subset)
     out["binary_label"] = (out["label"] == "covid19").astype(int)
-    out["seed004_subset"] = out["label"].map(SEED004_SUBSETS).fillna("")
+    out["yao_subset"] = out["label"].map(YAO_SUBSETS).fillna("")
     return out
 
 

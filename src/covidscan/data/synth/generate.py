@@ -196,11 +196,11 @@ def _assign_rtpcr(cases: list[CasePlan], config: SynthConfig) -> None:
                 case.rtpcr = "negative" if i in negative else "positive"
         else:
             for case in members:
-                # seed 004: non-COVID patients before December 2019 were not tested
+                # Yao et al. 2021: non-COVID patients before December 2019 were not tested
                 case.rtpcr = "" if policy == "partly" and rng.random() < 0.5 else "negative"
     covid_tested = [c for c in cases if c.label == "covid19" and c.rtpcr]
     if config.rtpcr_negative_fraction > 0 and covid_tested and not any(c.rtpcr == "negative" for c in covid_tested):
-        # guarantee the seed-004 subset "covid19 with a negative first RT-PCR" exists at every scale
+        # guarantee Yao et al.'s subset "covid19 with a negative first RT-PCR" exists at every scale
         mild = [c for c in covid_tested if c.source.name == "mildct"] or covid_tested
         mild[0].rtpcr = "negative"
 

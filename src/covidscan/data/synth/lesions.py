@@ -6,7 +6,7 @@
 - influenza: diffuse bilateral patchy opacities around the hila.
 - normal: none.
 
-Severity is in [0, 1]; below about 0.35 the burden is small ("mild", as in seed 004).
+Severity is in [0, 1]; below about 0.35 the burden is small ("mild", as in Yao et al. 2021).
 """
 
 from __future__ import annotations

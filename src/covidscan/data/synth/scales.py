@@ -63,7 +63,7 @@ SCALES: dict[str, ScaleSpec] = {
                       ct_min=12, min_clinical=140, slices=(2.6, 20, 60), xray_depth_samples=32,
                       minimums=(("xray/ccd", 70), ("ct/youan", 40), ("ct/youan:influenza", 90), ("ct/luna16", 40),
                                 ("ct/icnp", 40), ("ct/mildct_centre_d", 16))),
-    # seed 000 Table 1 and seed 004 counts at 512x512, realistic slice counts (a GPU box; streamed)
+    # Liang et al.'s Table 1 and Yao et al.'s counts at 512x512, realistic slice counts (a GPU box; streamed)
     "paper": ScaleSpec("paper", xray_size=512, ct_size=512, xray_fraction=1.0, ct_fraction=1.0, xray_min=0,
                        ct_min=0, min_clinical=0, slices=None, xray_depth_samples=64),
 }

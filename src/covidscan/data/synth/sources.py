@@ -1,12 +1,12 @@
 """The synthetic sources / centres and their acquisition quirks, mirroring the papers' data.
 
-Seed 000 (Table 1): public X-ray (RSNA-like normal/pneumonia, CCD-like covid19), public CT
+Liang et al. 2020 (Table 1): public X-ray (RSNA-like normal/pneumonia, CCD-like covid19), public CT
 (LUNA16-like normal, ICNP-like pneumonia) and one hospital (Youan-like: X-ray and CT of all four
-classes, clinical indicators for the CT covid19 cases). Seed 004: four CT centres (covid19,
+classes, clinical indicators for the CT covid19 cases). Yao et al. 2021: four CT centres (covid19,
 pneumonia = CAP, normal = NP), mild cases only, so that a centre can be held out (centre_d is the
 independent test centre).
 
-``counts`` are the paper-scale case counts per class (train-val + test of Table 1; for seed 004 the
+``counts`` are the paper-scale case counts per class (train-val + test of Table 1; for Yao et al. 2021 the
 split of its 1538 training patients over three centres and of the 336 test non-COVID patients into
 CAP/NP is assumed).
 """
@@ -45,7 +45,7 @@ class SynthSource:
         outside_fov_hu: CT value outside the reconstruction circle (None = keep air).
         instance_descending: CT InstanceNumber runs head to foot (so it disagrees with z order).
         pixel_spacing_tag: X-ray: "PixelSpacing" or "ImagerPixelSpacing" (DX detectors).
-        rtpcr: "unknown" (public: ""), "tested" (hospital), "partly" (seed 004: non-COVID before
+        rtpcr: "unknown" (public: ""), "tested" (hospital), "partly" (Yao et al. 2021: non-COVID before
             December 2019 untested).
         clinical_classes: classes that get the five clinical indicators.
         repeat_fraction: share of cases that are a further study of an earlier patient.
@@ -108,7 +108,7 @@ def _mild_centre(centre: str, counts: tuple[int, int, int], **quirks) -> SynthSo
 
 
 SOURCES: tuple[SynthSource, ...] = (
-    # ------------------------------------------------------------------ public X-ray (seed 000)
+    # ------------------------------------------------------------------ public X-ray (Liang et al. 2020)
     SynthSource(
         name="rsna", centre="rsna", modality="xray", origin="public",
         counts={"normal": 5100, "pneumonia": 3100},
@@ -124,7 +124,7 @@ SOURCES: tuple[SynthSource, ...] = (
         fov_mm=400.0, bits_stored=10, transfer_syntax="jpegls", noise=0.03, offset=0.06, gain=0.85,
         pixel_spacing_tag="ImagerPixelSpacing", repeat_fraction=0.15,
     ),
-    # ------------------------------------------------------------------- public CT (seed 000)
+    # ------------------------------------------------------------------- public CT (Liang et al. 2020)
     SynthSource(
         name="luna16", centre="luna16", modality="ct", origin="public",
         counts={"normal": 120},
@@ -141,7 +141,7 @@ SOURCES: tuple[SynthSource, ...] = (
         fov_mm=380.0, noise=25.0, offset=12.0, thickness_mm=5.0, scan_mm=330.0, signed=True,
         transfer_syntax="rle",
     ),
-    # -------------------------------------------------------------- hospital (Youan-like, seed 000)
+    # -------------------------------------------------------------- hospital (Youan-like, Liang et al. 2020)
     SynthSource(
         name="youan", centre="youan", modality="xray", origin="hospital",
         counts={"normal": 503, "pneumonia": 435, "covid19": 45, "influenza": 145},
@@ -158,7 +158,7 @@ SOURCES: tuple[SynthSource, ...] = (
         fov_mm=350.0, noise=15.0, thickness_mm=2.0, scan_mm=320.0,
         rtpcr="tested", clinical_classes=("covid19",), instance_descending=True,
     ),
-    # ------------------------------------------------------------ four CT centres (seed 004, mild)
+    # ------------------------------------------------------------ four CT centres (Yao et al. 2021, mild)
     _mild_centre("centre_a", (150, 230, 220), scanners=_GE_CT, fov_mm=360.0, noise=20.0,
                  thickness_mm=5.0, scan_mm=465.0),
     _mild_centre("centre_b", (120, 200, 180), scanners=_SIEMENS_CT, fov_mm=340.0, noise=14.0, offset=-8.0,

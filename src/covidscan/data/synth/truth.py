@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-# name -> (sensitivity, specificity), seed 000 Table 2 (X-ray, covid19 vs normal)
+# name -> (sensitivity, specificity), Liang et al. 2020, Table 2 (X-ray, covid19 vs normal)
 READERS: dict[str, tuple[float, float]] = {
     "Respira.": (1.0, 0.9667),
     "Emerg.": (1.0, 0.9467),
