@@ -1,4 +1,4 @@
-"""DVC stage `baselines`: seed 004's baselines on the CSAC-Net split -> test AUROCs.
+"""DVC stage `baselines`: Yao et al. 2021's baselines on the CSAC-Net split -> test AUROCs.
 
     python -m pipelines.baselines [--val-fold 0] [--grid 8] [--bins 16]
 

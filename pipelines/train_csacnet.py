@@ -1,4 +1,4 @@
-"""DVC stage `train_csacnet`: the 3D CSAC-Net (seed 004) on CSDS, centre-held-out.
+"""DVC stage `train_csacnet`: the 3D CSAC-Net (Yao et al. 2021) on CSDS, centre-held-out.
 
     python -m pipelines.train_csacnet [--val-fold 0]
 

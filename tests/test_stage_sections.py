@@ -238,10 +238,10 @@ def test_every_section_a_stage_reads_is_in_its_effective_file(stage):
 def test_the_scan_follows_the_config_into_helpers_and_the_library():
     """The scan is not vacuous: it finds reads made only inside called functions."""
     distill = stage_reads("distill").sections
-    assert "evaluate" in distill  # training_inputs.set_operating_threshold(..., params.evaluate, ...)
+    assert "evaluate" in distill  # training.threshold.set_operating_threshold(..., params.evaluate, ...)
     assert {"train", "models", "preprocess", "run", "tune"} <= distill  # train_student / tuned_params
     assert {"registry", "experiments", "preprocess"} <= stage_reads("register").sections  # promotion.gate_registered
-    assert {"models", "train", "run", "preprocess"} <= stage_reads("train_csacnet").sections  # training_inputs.train_volume_model
+    assert {"models", "train", "run", "preprocess"} <= stage_reads("train_csacnet").sections  # training.volume.train_volume_model
 
 
 # ------------------------------------------------------------------ run time: load_stage_params

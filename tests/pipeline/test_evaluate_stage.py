@@ -10,6 +10,8 @@ import pytest
 
 from tests.pipeline.conftest import run
 
+pytestmark = pytest.mark.slow  # a real `dvc repro preprocess` in a project copy
+
 EXPERIMENTS = ["B", "R-xray", "S", "CA"]
 
 

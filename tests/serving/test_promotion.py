@@ -241,6 +241,7 @@ def _rescaled(model, old: dict, new: dict):
     return twin.eval()
 
 
+@pytest.mark.slow  # registers real models in MLflow
 def test_regressor_gate_scores_both_models_in_their_own_training_range(tmp_path):
     """A champion trained on another range but predicting the same raw values scores the same MSE."""
     from covidscan.evaluation.promotion import gate_models
@@ -290,6 +291,7 @@ def test_a_registered_regressor_keeps_its_range(registry):
     assert load_model(registry / "v2.pt").card.require_target_range("v2").to_dict() == tm.TARGET_RANGE
 
 
+@pytest.mark.slow  # registers real models in MLflow (~1 min each)
 @pytest.mark.parametrize("by_source", [True, False])
 def test_gate_records_a_source_confounded_test_set_on_the_version(registry, by_source):
     """Experiment A's layout (covid19 only from ccd, normal only from rsna): a note, a tag, the description."""

@@ -4,7 +4,7 @@ and the builders of every network the training stages train (:func:`pipeline_net
 Shared by the training stages (``pipelines/``), the tuning studies (:mod:`covidscan.tuning`) and
 ``covidscan models``.
 
-Tasks (seed 000):
+Tasks (Liang et al. 2020):
 
 - ``xray``: the mixed X-ray set XMDS (XPDS + XHDS), input ``xray`` (uint8 RGB pseudo-colour, /255);
 - ``ct``: the mixed CT set CTMDS (CTPDS + CTHDS), input ``ct_stack`` (uint8 ``ct_slices`` channels,
