@@ -36,6 +36,7 @@ def trained(dvc_project):
     repo, env = dvc_project
     env = dict(env, OMP_NUM_THREADS="1", PYTHONPATH=f"{repo / 'src'}:{repo}")
     run(["dvc", "repro", "preprocess"], repo, env)
+    run([sys.executable, "-m", "pipelines.configure", "--tuned"], repo, env)  # configure_tuned: build/params/distill.json
     logs = {}
     for stage, args in STAGE_COMMANDS:
         logs[stage] = run([sys.executable, *args], repo, env).stderr

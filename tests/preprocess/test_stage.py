@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import write_stage_params
+from tests.conftest import stage_exit_code, write_stage_params
 
 STAGE = Path(__file__).resolve().parents[2] / "pipelines" / "preprocess.py"
 
@@ -30,7 +30,7 @@ def test_stage_writes_outputs_cache_and_figures(ingest_dir, tmp_path, monkeypatc
     }})
     monkeypatch.chdir(project)
     stage = _stage()
-    assert stage.main(["--workers", "1"]) == 0  # the worker pool is tested in test_cache.py
+    assert stage_exit_code(stage.main, ["--workers", "1"]) == 0  # the worker pool is tested in test_cache.py
     index = pd.read_parquet("data/processed/index.parquet")
     assert len(index) == 5 and (project / "data/processed/input_specs.json").is_file()
     assert any(Path("build/cache/preprocess").rglob("*.npy"))
@@ -39,14 +39,14 @@ def test_stage_writes_outputs_cache_and_figures(ingest_dir, tmp_path, monkeypatc
     assert figures == ["fig1a_pseudo_colour.png", "fig1b_dimension_normalisation.png", "pca_ct.png"]
     # a forced rerun (DVC deletes the outs first) finds everything in the cache
     shutil.rmtree("data/processed")
-    assert stage.main(["--no-figures", "--workers", "1"]) == 0
+    assert stage_exit_code(stage.main, ["--no-figures", "--workers", "1"]) == 0
     assert pd.read_parquet("data/processed/index.parquet").equals(index)
 
 
 def test_stage_reports_missing_manifest(tmp_path, monkeypatch, capsys):
     write_stage_params(tmp_path, "preprocess")
     monkeypatch.chdir(tmp_path)
-    assert _stage().main([]) != 0
+    assert stage_exit_code(_stage().main, []) == 2
     assert "manifest.parquet" in capsys.readouterr().err
 
 
@@ -56,5 +56,5 @@ def test_stage_reports_bad_params(tmp_path, monkeypatch, capsys, bad):
     (tmp_path / "build/params").mkdir(parents=True)
     (tmp_path / "build/params/preprocess.json").write_text(json.dumps({"run": {}, "preprocess": bad}))
     monkeypatch.chdir(tmp_path)
-    assert _stage().main([]) != 0
+    assert stage_exit_code(_stage().main, []) == 2
     assert "preprocess." in capsys.readouterr().err
