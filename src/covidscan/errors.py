@@ -21,6 +21,15 @@ class DataError(CovidscanError):
     """Input data is missing, unreadable or does not match what is expected."""
 
 
+class NoTestRecords(DataError):
+    """An experiment's test parts hold no record the model can take (its sub-datasets selected nothing)."""
+
+
+class NoModelTrained(DataError):
+    """A model file is the explicit empty output of a stage that had nothing to train (its sub-dataset
+    selected no records); the stage's metrics say why."""
+
+
 class DicomError(DataError):
     """A DICOM file or series cannot be used; the message names the file and the problem."""
 

@@ -23,6 +23,7 @@ from covidscan.data.splits import (  # noqa: E402
     make_splits,
     near_duplicate_pairs,
     part_name,
+    select_subset,
     read_splits,
     split_manifest,
     write_splits,
@@ -191,7 +192,7 @@ def test_part_name(subset, part, expected):
 def test_empty_subset_names_itself(fx):
     subsets = {"XIDS": SubsetSpec(modality="xray", sources=["nowhere"], classes=["covid19"])}
     with pytest.raises(DataError, match="subsets.XIDS selects no records"):
-        make_splits(fx.manifest, subsets, SplitsConfig(), 0)
+        make_splits(fx.manifest, subsets, SplitsConfig(), 0)  # the only sub-dataset: nothing to split at all
 
 
 def test_unknown_centre_subset_is_a_config_error(fx):
@@ -265,3 +266,20 @@ def test_hash_method_none_groups_by_patient_and_identical_arrays(fx):
     res = _split(fx, cfg=SPLITS.model_copy(update={"hash_method": "none"}))
     assert res.summary["grouping"]["near_duplicate_pairs"] == 0
     assert res.summary["grouping"]["n_groups"] == fx.manifest["patient_id"].nunique()
+
+
+def test_a_subset_without_records_is_skipped_with_its_reason(fx):
+    subsets = {**SUBSETS, "XIDS": SubsetSpec(modality="xray", sources=["nowhere"], classes=["covid19"]),
+               "CTSDS": SubsetSpec(modality="ct", kinds=["ct_slice2d"], classes=["normal", "covid19"])}  # fmt: skip
+    result = make_splits(fx.manifest, subsets, SPLITS, 0, clinical=fx.clinical, annotations=fx.annotations)
+    assert set(result.table["subset"]) >= set(SUBSETS) and not {"XIDS", "CTSDS"} & set(result.table["subset"])
+    for name in ("XIDS", "CTSDS"):
+        info = result.summary["subsets"][name]
+        assert info["skipped"] is True and f"subsets.{name} selects no records" in info["why"]
+    assert "kinds=['ct_slice2d']" in result.summary["subsets"]["CTSDS"]["why"]
+
+
+def test_kinds_select_records_of_those_kinds_only(fx):
+    spec = SubsetSpec(modality="ct", classes=["normal", "pneumonia", "covid19", "influenza"], kinds=["ct_volume"])
+    rows = select_subset(fx.manifest, "CTV", spec)
+    assert len(rows) > 0 and set(rows["kind"]) == {"ct_volume"}

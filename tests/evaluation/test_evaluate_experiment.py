@@ -173,3 +173,24 @@ def test_experiment_s_reports_the_baselines_side_by_side(tmp_path, monkeypatch):
     for model in ("csacnet", "resnet3d", "svm", "random_forest"):
         assert f"<td>{model}</td>" in card
     assert any(k.startswith("subsets.S1 vs S2+S3.") for k in metrics)  # S keeps Yao et al.'s subsets
+
+
+def test_an_experiment_the_data_cannot_make_is_skipped_with_why(tmp_path, xray_set):
+    from covidscan.models.zoo import write_empty_model
+
+    params = xray_set("by_source")
+    # CTS: its sub-dataset has no test records; B: its model is the empty marker of a task with nothing to train
+    write_empty_model(tmp_path / "models" / "student-ct-slice.pt")
+    params = params.model_copy(update={"experiments": {
+        **params.experiments,
+        "CTS": ExperimentSpec(subsets=["CTSDS"], positive=["covid19"], negative=["normal"], model="student-xray"),
+        "B": ExperimentSpec(subsets=["XPDS"], positive=["covid19"], negative=["normal"], model="student-ct-slice"),
+    }})  # fmt: skip
+    for name, why in (("CTS", "no test record in subsets ['CTSDS']"), ("B", "no model was trained")):
+        metrics, card = _evaluate(tmp_path, params, name)
+        assert metrics["skipped"] is True and why in metrics["why"]
+        assert "auroc" not in json.dumps(metrics)
+        assert "experiment skipped" in card
+        assert (tmp_path / "reports" / name / "roc.csv").read_text() == "fpr,tpr,threshold\n"
+    metrics, _ = _evaluate(tmp_path, params, "A")  # the experiment the data makes still runs
+    assert "skipped" not in metrics and "auroc" in metrics  # the tiny model is untrained: no claim on its value

@@ -261,3 +261,13 @@ def test_gradcam_targets_the_last_stage(name, input_size, small_cfg):
     heat = cam(x)
     assert heat.shape == (2, 1, *model.input_spec.size)
     assert torch.isfinite(heat).all()
+
+
+def test_the_empty_marker_of_an_untrained_model_is_refused_by_name(tmp_path):
+    from covidscan.errors import NoModelTrained
+    from covidscan.models.zoo import is_empty_model, load_model, write_empty_model
+
+    path = write_empty_model(tmp_path / "models" / "student-ct-slice.pt")
+    assert is_empty_model(path) and path.stat().st_size == 0
+    with pytest.raises(NoModelTrained, match="student-ct-slice.pt: no model was trained"):
+        load_model(path)

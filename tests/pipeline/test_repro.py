@@ -71,8 +71,11 @@ def test_exp_run_reruns_only_affected_stages(dvc_project, first_repro):
     # run.num_workers is overridden by the tiny profile: the effective params do not change
     masked = run(["dvc", "exp", "run", "-S", "run.num_workers=3"], repo, env)
     assert ran_stages(masked.stdout) <= {"configure", "configure_tuned"}  # they read params.yaml; nothing after them
-    # the synthetic seed changes the data: synth and what reads the data rerun
-    changed = run(["dvc", "exp", "run", "-S", "+profiles.tiny.synth.seed=5"], repo, env)
-    listed = set(run(["dvc", "stage", "list", "--name-only"], repo, env).stdout.split())
-    assert {"configure", "synth"} & listed <= ran_stages(changed.stdout)
-    assert "configure" in ran_stages(changed.stdout)
+    # a parameter only `register` declares: configure and register rerun, no data or training stage does
+    # (a changed data parameter rerunning everything downstream is the first repro's and DVC's own business;
+    # rerunning the whole pipeline here cost ~6 minutes of the suite)
+    changed = run(["dvc", "exp", "run", "-S", "+profiles.tiny.registry.bootstrap=60"], repo, env)
+    ran = ran_stages(changed.stdout)
+    assert {"configure", "register"} <= ran
+    assert not ran & {"synth", "ingest", "split", "preprocess", "distill", "train_regressor", "train_csacnet"}
+    assert not {s for s in ran if s.startswith(("train_teacher", "evaluate"))}

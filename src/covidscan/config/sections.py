@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Modality = Literal["xray", "ct"]
+RecordKind = Literal["xray", "ct_volume", "ct_slice2d"]  # the ingest manifest's kinds
 ClassName = Literal["normal", "pneumonia", "covid19", "influenza"]
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "covid19", "influenza")
 
@@ -99,6 +100,8 @@ class SubsetSpec(Section):
     modality: Modality
     sources: list[str] | Literal["public", "hospital", "all"] = "all"
     classes: list[ClassName]
+    # the record kinds it takes (default: every kind of the modality); e.g. [ct_slice2d] for CT published as 2D slices
+    kinds: list[RecordKind] | None = None
 
 
 class ExperimentSpec(Section):
@@ -399,6 +402,7 @@ class RegistryConfig(Section):
         default_factory=lambda: {
             "covidscan-student-xray": "A",
             "covidscan-student-ct": "B",
+            "covidscan-student-ct-slice": "CTS",
             "covidscan-csacnet": "S",
             "covidscan-cnnrf": "CA",
         }

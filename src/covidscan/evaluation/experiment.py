@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from covidscan.config import ExperimentSpec, PreprocessConfig
-from covidscan.errors import DataError
+from covidscan.errors import DataError, NoTestRecords
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ MANIFEST_FACTS = ("source", "centre", "rtpcr_initial", "rows", "cols", "n_slices
 # model card input kind -> (index input_kind values it accepts, index column with the array path)
 _INPUTS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "image2d": (("xray", "ct_slice2d"), "image_path", ""),
+    "ct_slice2d": (("ct_slice2d",), "image_path", ""),
     "ct_stack": (("ct_stack",), "image_path", "ct_stack"),
     "ct_volume": (("ct_stack",), "volume_path", "ct_volume"),
     "lesion_crop": (("xray", "ct_slice2d", "ct_stack"), "crops_path", "lesion_crop"),
@@ -50,7 +51,7 @@ def test_records(
         Rows sorted by record_id with ``y`` (1 = a positive class) and the index/manifest columns.
 
     Raises:
-        DataError: no test record matches.
+        NoTestRecords: no test record matches.
     """
     classes = [*spec.positive, *spec.negative]
     sel = splits[(splits["part"] == "test") & splits["subset"].isin(spec.subsets) & splits["label"].isin(classes)]
@@ -58,7 +59,7 @@ def test_records(
     facts = [c for c in MANIFEST_FACTS if c in manifest.columns and c not in index.columns]
     rows = index[index["record_id"].isin(ids)].merge(manifest[["record_id", *facts]], on="record_id", how="left")
     if rows.empty:
-        raise DataError(f"no test record in subsets {spec.subsets} with labels {classes} (check the splits table and the preprocessed index)")
+        raise NoTestRecords(f"no test record in subsets {spec.subsets} with labels {classes} (check the splits table and the preprocessed index)")
     rows = rows.sort_values("record_id").reset_index(drop=True)
     rows["y"] = rows["label"].isin(spec.positive).astype(int)
     return rows
@@ -68,7 +69,8 @@ def usable_records(rows: pd.DataFrame, model_kind: str) -> pd.DataFrame:
     """The records whose preprocessed input this model can take (e.g. volumes for a 3D network).
 
     Raises:
-        DataError: an unknown input kind, or no usable record.
+        DataError: an unknown input kind.
+        NoTestRecords: no usable record.
     """
     if model_kind not in _INPUTS:
         raise DataError(f"model input kind {model_kind!r} unknown; expected one of {sorted(_INPUTS)}")
@@ -79,7 +81,7 @@ def usable_records(rows: pd.DataFrame, model_kind: str) -> pd.DataFrame:
         log.warning("%d test record(s) have no %s input for this model and are left out", dropped, model_kind)
     out = rows[ok].reset_index(drop=True)
     if out.empty:
-        raise DataError(f"no test record has a {model_kind} input ({column}) for this model")
+        raise NoTestRecords(f"no test record has a {model_kind} input ({column}) for this model")
     return out
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from covidscan.config import EvaluateConfig, ExperimentSpec, Params
-from covidscan.errors import ConfigError, DataError
+from covidscan.errors import ConfigError, DataError, NoModelTrained, NoTestRecords
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +285,7 @@ def evaluate_classifier(model, spec: ExperimentSpec, records: pd.DataFrame, para
         write_curve_csv(curve, "pr", out_dir / "pr.csv")
     else:  # one class only (e.g. a tiny test set): no curve, but the plot files DVC expects exist
         log.warning("the test set has a single class: no ROC/PR curve")
-        (out_dir / "roc.csv").write_text("fpr,tpr,threshold\n")
-        (out_dir / "pr.csv").write_text("recall,precision,threshold\n")
+        write_empty_curves(out_dir)
 
     metrics = dict(result["metrics"])
     metrics["thresholds"] = {f"{row['threshold']:.2f}": {k: row[k] for k in ("sensitivity", "specificity", "f1")} for row in result["thresholds_table"]}
@@ -392,6 +391,29 @@ def experiment_test_records(params: Params, spec: ExperimentSpec, inputs: Evalua
     return usable_records(records, model_kind)
 
 
+def skip_experiment(name: str, spec: ExperimentSpec, why: str, metrics_dir: Path, out_dir: Path) -> ExperimentOutcome:
+    """The explicit outputs of an experiment the data cannot make: metrics ``{"skipped": true, "why": ...}``,
+    a card that says so, header-only curves (``dvc plots`` still finds its files), no figures."""
+    from covidscan.evaluation.report import write_metrics_json, write_model_card
+
+    log.warning("experiment %s skipped: %s", name, why)
+    metrics = {"experiment": name, "model": spec.model, "skipped": True, "why": why}
+    metrics_path = write_metrics_json(metrics, metrics_dir / f"{name}.json")
+    write_empty_curves(out_dir)
+    card_path = write_model_card(
+        out_dir / "model_card.html", model_name=f"{spec.model}, experiment {name}", description=f"Not evaluated: {why}",
+        data_summary={"experiment": f"{name}: {spec.description}", "subsets (test part)": ", ".join(spec.subsets), "skipped": why},
+        warnings=[f"experiment skipped: {why}"],
+    )  # fmt: skip
+    return ExperimentOutcome(metrics_path=metrics_path, card_path=card_path, figures={}, metrics=metrics, out_dir=out_dir)
+
+
+def write_empty_curves(out_dir: Path) -> None:
+    """Header-only ``roc.csv`` and ``pr.csv``: no curve (one class, or a skipped experiment), but the files DVC expects."""
+    (out_dir / "roc.csv").write_text("fpr,tpr,threshold\n")
+    (out_dir / "pr.csv").write_text("recall,precision,threshold\n")
+
+
 def data_summary(name: str, spec: ExperimentSpec, records: pd.DataFrame) -> dict[str, Any]:
     """The model card's description of the evaluated test set."""
     return {
@@ -419,9 +441,13 @@ def evaluate_experiment(params: Params, name: str, inputs: EvaluationInputs, mod
         reports_dir: the curves, figures and card go to ``<reports_dir>/<name>/``.
         max_cam: Grad-CAM overlays for at most this many test cases (None: all).
 
+    An experiment the data cannot make (its model was not trained, or its test parts hold no usable
+    record: a team's sources need not cover every sub-dataset) is skipped, not failed: its metrics say
+    ``skipped: true`` and why, its card says so, and its curves are header-only files.
+
     Raises:
         ConfigError: no such experiment.
-        DataError: an upstream table or array is missing, or no usable test record.
+        DataError: an upstream table or array is missing.
     """
     from covidscan.evaluation.report import write_metrics_json, write_model_card
     from covidscan.models.zoo import load_model
@@ -430,11 +456,14 @@ def evaluate_experiment(params: Params, name: str, inputs: EvaluationInputs, mod
         raise ConfigError(f"params.yaml experiments: no experiment {name!r}; known: {', '.join(params.experiments)}")
     spec = params.experiments[name]
     model_path = models_dir / f"{spec.model}.pt"
-    model = load_model(model_path)
-    records = experiment_test_records(params, spec, inputs, model.card.input_spec.kind)
     out_dir = reports_dir / name
     shutil.rmtree(out_dir / "figures", ignore_errors=True)  # no stale overlays from an earlier run
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    try:
+        model = load_model(model_path)
+        records = experiment_test_records(params, spec, inputs, model.card.input_spec.kind)
+    except (NoModelTrained, NoTestRecords) as err:
+        return skip_experiment(name, spec, str(err), metrics_dir, out_dir)
     if model.card.task == "regression":
         res = evaluate_regressor(model, model_path, records, params, inputs, out_dir)
     else:

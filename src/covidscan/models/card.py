@@ -19,7 +19,7 @@ import numpy as np
 
 from covidscan.errors import ModelConfigError
 
-InputKind = Literal["image2d", "ct_stack", "lesion_crop", "ct_volume"]
+InputKind = Literal["image2d", "ct_slice2d", "ct_stack", "lesion_crop", "ct_volume"]
 
 __all__ = ["CardMixin", "InputKind", "InputSpec", "MissingTargetRange", "ModelCard", "TargetRange", "target_range_of"]
 
@@ -119,7 +119,8 @@ class InputSpec:
         channels: input channels (3 for pseudo-coloured images, ct_slices for a CT stack, 1 for volumes).
         size: spatial size, (rows, cols) or (slices, rows, cols).
         value_range: the range preprocessing maps intensities to.
-        kind: ``image2d`` (X-ray or 2D CT slice, pseudo-coloured), ``ct_stack`` (dimension-normalised CT
+        kind: ``image2d`` (an X-ray, pseudo-coloured), ``ct_slice2d`` (one CT slice published as a 2D image,
+            pseudo-coloured: the CT-slice task's models), ``ct_stack`` (dimension-normalised CT
             slices as channels), ``lesion_crop`` (CNNRF), ``ct_volume`` (3D networks).
     """
 

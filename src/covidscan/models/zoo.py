@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from covidscan.config import ModelsConfig, PreprocessConfig
-from covidscan.errors import CovidscanError, DataError, ModelConfigError
+from covidscan.errors import CovidscanError, DataError, ModelConfigError, NoModelTrained
 from covidscan.models.card import InputKind, InputSpec, ModelCard, TargetRange
 from covidscan.models.cnncf import CNNCF, teacher_config
 from covidscan.models.cnnrf import CLINICAL_INDICATORS, CNNRF
@@ -34,6 +34,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "build_model",
     "export_model",
+    "is_empty_model",
     "load_exported",
     "load_model",
     "model_names",
@@ -41,6 +42,7 @@ __all__ = [
     "save_model",
     "summary_row",
     "summary_rows",
+    "write_empty_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -194,16 +196,34 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
     return path
 
 
+def write_empty_model(path: str | Path) -> Path:
+    """The explicit empty output of a stage with nothing to train (0 bytes; DVC still needs its out):
+    :func:`load_model` refuses it with :class:`~covidscan.errors.NoModelTrained`, :func:`is_empty_model` tells it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def is_empty_model(path: str | Path) -> bool:
+    """True for the 0-byte marker :func:`write_empty_model` writes (no model was trained)."""
+    path = Path(path)
+    return path.is_file() and path.stat().st_size == 0
+
+
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (``torch.load(weights_only=True)``), in eval mode.
 
     Raises:
         DataError: the file is missing or not a covidscan checkpoint.
+        NoModelTrained: the file is the empty marker of a stage that had nothing to train.
         ModelConfigError: its configuration no longer builds.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: model checkpoint not found")
+    if is_empty_model(path):
+        raise NoModelTrained(f"{path}: no model was trained (the stage's sub-dataset had no records; see its metrics)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file

@@ -151,7 +151,7 @@ def aligned_preprocess(card: dict[str, Any], pre: PreprocessConfig) -> Preproces
     size = list(spec["size"])
     kind = spec["kind"]
     update: dict[str, Any] = {}
-    if kind == "image2d":
+    if kind in ("image2d", "ct_slice2d"):
         update = {"xray_size": int(size[-1]), "ct_size": int(size[-1])}
     elif kind == "ct_stack":
         update = {"ct_slices": int(spec["channels"]), "ct_size": int(size[-1])}

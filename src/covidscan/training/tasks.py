@@ -8,13 +8,18 @@ Tasks (Liang et al. 2020):
 
 - ``xray``: the mixed X-ray set XMDS (XPDS + XHDS), input ``xray`` (uint8 RGB pseudo-colour, /255);
 - ``ct``: the mixed CT set CTMDS (CTPDS + CTHDS), input ``ct_stack`` (uint8 ``ct_slices`` channels,
-  /255; CNNCF's 1x1 groups=3 front maps them to 3 channels).
+  /255; CNNCF's 1x1 groups=3 front maps them to 3 channels);
+- ``ct-slice``: CT published as 2D slices (UCSD COVID-CT, the CT figures of the covid-chestxray-dataset,
+  ICNP as images), the sub-dataset CTSDS (``kinds: [ct_slice2d]``), input ``ct_slice2d`` (uint8 RGB
+  pseudo-colour at ``ct_size``, /255), the X-ray network's 3-channel front. Beyond the papers (which
+  train CT on whole series); a task whose sub-dataset selects nothing (the synthetic demo has no 2D
+  slices) writes explicit empty outputs and is skipped downstream.
 
 Classes per task (``TASKS[task]["classes"]``, in output order; covid19 is index 2 in both, the positive
 class for the gate's sensitivity, the validation AUROC and the operating threshold):
 
-- ``xray``: ``normal, pneumonia, covid19`` (the paper's three classes; the few hospital influenza
-  X-rays are left out, no X-ray experiment uses them);
+- ``xray`` and ``ct-slice``: ``normal, pneumonia, covid19`` (the paper's three classes; the few hospital
+  influenza X-rays are left out, no X-ray experiment uses them);
 - ``ct``: ``normal, pneumonia, covid19, influenza``. Liang et al. 2020 train on the train-val part of each
   sub-dataset, and CTHDS holds influenza: experiment C (covid19 vs influenza) needs a model that has
   seen influenza, so the CT networks learn it as a fourth class rather than scoring influenza with a
@@ -43,6 +48,7 @@ POSITIVE = CLASSES.index("covid19")
 TASKS: dict[str, dict[str, object]] = {
     "xray": {"subset": "XMDS", "input_kind": "xray", "card_kind": "image2d", "classes": CLASSES},
     "ct": {"subset": "CTMDS", "input_kind": "ct_stack", "card_kind": "ct_stack", "classes": (*CLASSES, "influenza")},
+    "ct-slice": {"subset": "CTSDS", "input_kind": "ct_slice2d", "card_kind": "ct_slice2d", "classes": CLASSES},
 }
 VOLUME_CLASSES: tuple[str, ...] = ("non-covid19", "covid19")
 
@@ -80,8 +86,8 @@ def task_rows(index: pd.DataFrame, splits: pd.DataFrame, task: str, part: str = 
 
 
 def in_channels(task: str, ct_slices: int) -> int:
-    """Input channels of a task's network: 3 (pseudo-colour) for X-ray, ``ct_slices`` for a CT stack."""
-    return 3 if task == "xray" else int(ct_slices)
+    """Input channels of a task's network: ``ct_slices`` for a CT stack, else 3 (pseudo-colour)."""
+    return int(ct_slices) if TASKS[task]["input_kind"] == "ct_stack" else 3
 
 
 def input_size(task: str, pre: Any) -> int:

@@ -28,7 +28,7 @@ from covidscan.models.cnncf import _stretch as stretch_widths
 
 __all__ = ["TARGETS", "apply_values", "configured_values", "read_tuned", "resolve_tuned", "target_task", "tuned_params", "write_tuned"]
 
-TARGETS = ("student-xray", "student-ct")
+TARGETS = ("student-xray", "student-ct", "student-ct-slice")
 HEADER = "# Written by the `tune` stage (covidscan.tuning); used when tune.use_tuned is true. Do not edit by hand.\n"
 
 

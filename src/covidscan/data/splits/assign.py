@@ -59,7 +59,7 @@ def select_subset(
     spec: SubsetSpec,
     require_ids: set[str] | None = None,
 ) -> pd.DataFrame:
-    """The manifest rows of one sub-dataset (modality x sources x classes [x clinical+annotated]).
+    """The manifest rows of one sub-dataset (modality x kinds x sources x classes [x clinical+annotated]).
 
     Args:
         manifest: the ingest manifest.
@@ -72,6 +72,8 @@ def select_subset(
         DataError: the selection is empty (the message lists what the manifest has).
     """
     sel = (manifest["modality"] == spec.modality) & manifest["label"].isin(spec.classes)
+    if spec.kinds is not None:
+        sel &= manifest["kind"].isin(spec.kinds)
     if spec.sources in ("public", "hospital"):
         sel &= manifest["origin"] == spec.sources
     elif isinstance(spec.sources, list):
@@ -80,11 +82,11 @@ def select_subset(
         sel &= manifest["record_id"].isin(require_ids)
     out = manifest.loc[sel]
     if out.empty:
-        have = manifest.groupby(["modality", "origin", "source", "label"]).size()
+        have = manifest.groupby(["modality", "kind", "origin", "source", "label"]).size()
         raise DataError(
-            f"subsets.{name} selects no records (modality={spec.modality}, sources={spec.sources}, "
+            f"subsets.{name} selects no records (modality={spec.modality}, kinds={spec.kinds or 'all'}, sources={spec.sources}, "
             f"classes={spec.classes}{', with clinical indicators and annotations' if require_ids is not None else ''}); "
-            f"the manifest has (modality, origin, source, label): {dict(have)}"
+            f"the manifest has (modality, kind, origin, source, label): {dict(have)}"
         )
     return out
 
@@ -197,6 +199,13 @@ def _subset_summary(rows: pd.DataFrame, method: str, extra: Mapping[str, Any] | 
     return info
 
 
+def _skip(summary: dict[str, Any], name: str, why: str) -> None:
+    """Record a sub-dataset the data cannot make (no records, one group, no test centre): it has no rows
+    in the split table, and every stage that needs it skips with this reason."""
+    log.warning("%s skipped: %s", name, why)
+    summary[name] = {"skipped": True, "why": why}
+
+
 def make_splits(
     manifest: pd.DataFrame,
     subsets: Mapping[str, SubsetSpec],
@@ -220,8 +229,9 @@ def make_splits(
     Raises:
         ConfigError: a name in ``cfg.centre_subsets``/``cfg.clinical_subsets``/``cfg.mixed`` is not
             a sub-dataset, or a mixed set's name collides with one.
-        DataError: a sub-dataset selects no records or fewer than two groups, or a centre split has no
-            test-centre (or no train-centre) records.
+        DataError: no sub-dataset selects any record. A sub-dataset that selects no records, has fewer
+            than two groups, or (centre split) lacks test-centre or train-centre records is skipped:
+            no rows, and ``summary["subsets"][name]`` is ``{"skipped": True, "why": ...}``.
     """
     unknown = [n for n in cfg.centre_subsets if n not in subsets]
     if unknown:
@@ -252,10 +262,12 @@ def make_splits(
     summary: dict[str, Any] = {}
     centre_set = set(cfg.centre_test)
 
-    selected = {
-        name: select_subset(m, name, spec, clinical_ids if name in cfg.clinical_subsets else None)
-        for name, spec in subsets.items()
-    }
+    selected: dict[str, pd.DataFrame] = {}
+    for name, spec in subsets.items():
+        try:
+            selected[name] = select_subset(m, name, spec, clinical_ids if name in cfg.clinical_subsets else None)
+        except DataError as err:  # a team's sources need not cover every sub-dataset of the papers
+            _skip(summary, name, str(err))
     # smallest first: a sub-dataset is split before any superset of it (CADS before CTHDS), so it gets
     # its own stratified split and the larger one inherits those groups (never the other way round,
     # which could leave the small one without a test part)
@@ -263,15 +275,17 @@ def make_splits(
     for name in order:
         rows = selected[name].copy()
         if rows["group_id"].nunique() < 2:
-            raise DataError(f"subsets.{name} has {rows['group_id'].nunique()} patient group(s); at least 2 are needed to split")
+            _skip(summary, name, f"subsets.{name} has {rows['group_id'].nunique()} patient group(s); at least 2 are needed to split")
+            continue
         rs = _random_state(seed, name)
         if name in cfg.centre_subsets:
             is_test = rows["centre"].isin(centre_set)
             if not is_test.any() or is_test.all():
-                raise DataError(
-                    f"subsets.{name}: centre split needs records from splits.centre_test={sorted(centre_set)} and "
-                    f"from other centres; it has centres {sorted(rows['centre'].unique())}"
-                )
+                _skip(
+                    summary, name, f"subsets.{name}: centre split needs records from splits.centre_test={sorted(centre_set)} and "
+                    f"from other centres; it has centres {sorted(rows['centre'].unique())}",
+                )  # fmt: skip
+                continue
             test_groups = set(rows.loc[is_test, "group_id"])
             leak = (~is_test) & rows["group_id"].isin(test_groups)
             n_excluded = int(leak.sum())
@@ -313,10 +327,14 @@ def make_splits(
     for mixed_name, members in cfg.mixed.items():
         present = [s for s in members if s in by_name]
         if not present:
-            log.debug("mixed set %s skipped: none of %s is a sub-dataset", mixed_name, members)
+            why = f"splits.mixed.{mixed_name}: none of {members} has records"
+            if any(s in subsets for s in members):
+                _skip(summary, mixed_name, why)
+            else:
+                log.debug("mixed set %s skipped: none of %s is a sub-dataset", mixed_name, members)
             continue
         if len(present) < len(members):
-            log.warning("mixed set %s: %s are not sub-datasets; built from %s", mixed_name, sorted(set(members) - set(present)), present)
+            log.warning("mixed set %s: %s are not sub-datasets with records; built from %s", mixed_name, sorted(set(members) - set(present)), present)
         bad = [s for s in present if s in cfg.centre_subsets]
         if bad:
             raise ConfigError(f"splits.mixed.{mixed_name} unions centre-split sub-datasets {bad}; use TTSF sub-datasets")
@@ -325,6 +343,11 @@ def make_splits(
         pieces.append(union)
         summary[mixed_name] = _subset_summary(union, "union", {"members": present})
 
+    if not pieces:
+        raise DataError(
+            "no sub-dataset selects any record of the manifest: "
+            + "; ".join(f"{name}: {info['why']}" for name, info in summary.items() if info.get("skipped"))
+        )
     table = pd.concat(pieces, ignore_index=True)[list(SPLIT_COLUMNS)]
     table["fold"] = table["fold"].astype("int64")
     table["binary_label"] = table["binary_label"].astype("int64")
