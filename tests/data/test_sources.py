@@ -111,9 +111,11 @@ def test_ccd(tmp_path):
     adapter, recs = _records("ccd", root)
     assert [r.label for r in recs] == ["covid19", "covid19", "normal", "pneumonia", "covid19"]
     assert [r.kind for r in recs] == ["xray"] * 4 + ["ct_slice2d"]
-    assert adapter.skipped == {"view": 1, "unmapped_label": 1, "missing_or_unsupported_file": 1}
+    assert adapter.skipped == {"view": 1, "unsupported_file": 1}
+    assert [(r.reason, r.row) for r in adapter.rejected] == [("unknown label 'todo'", 8)]  # metadata.csv line 8
     assert recs[0].rtpcr_initial == "positive" and recs[3].rtpcr_initial == "negative"
     summary, df = _ingest("ccd", root, tmp_path)
+    assert summary.quarantined == {"t_ccd": {"unknown label 'todo'": 1}}
     assert len(df) == 5 and df[df.label == "covid19"].patient_id.nunique() == 2  # patients 1 and 4
     assert (df.origin == "public").all() and set(df.transfer_syntax) == {"image/png", "image/jpeg"}
     img = np.load(summary.out_dir / df.array_path.iloc[0])
@@ -166,7 +168,8 @@ def test_rsna(tmp_path):
     ])
     adapter, recs = _records("rsna", root)
     assert [(r.key, r.label) for r in recs] == [("aaa", "pneumonia"), ("bbb", "normal")]
-    assert adapter.skipped == {"not_normal_no_opacity": 1, "missing_file": 1}
+    assert adapter.skipped == {"not_normal_no_opacity": 1}
+    assert [r.reason for r in adapter.rejected] == ["missing_file"]  # eee
     summary, df = _ingest("rsna", root, tmp_path)
     assert sorted(df.label) == ["normal", "pneumonia"] and df.patient_id.nunique() == 2
     assert set(df.photometric) == {"MONOCHROME1", "MONOCHROME2"}
@@ -211,7 +214,7 @@ def test_imagefolder(tmp_path):
     adapter, recs = _records("imagefolder", root, patient_regex=r"^(\d+)_")
     assert sorted(r.label for r in recs) == ["covid19", "covid19", "normal", "pneumonia"]
     # Lung_Opacity maps to pneumonia, but "15.png" has no patient number; "Misc" maps to no class
-    assert adapter.skipped["unmapped_label"] == 1 and adapter.skipped["patient_regex_no_match"] == 1
+    assert [r.reason for r in adapter.rejected] == ["unknown label 'Misc'"] and adapter.skipped["patient_regex_no_match"] == 1
     assert len({r.patient_key for r in recs}) == 3
     _, ct = _records("imagefolder", root, modality="ct")
     assert {r.kind for r in ct} == {"ct_slice2d"}
@@ -240,7 +243,8 @@ def test_csv_adapter_label_mapping(tmp_path):
     adapter, recs = _records("csv", root)
     assert [r.label for r in recs] == ["covid19", "pneumonia", "normal", "normal", "covid19", "influenza", "normal"]
     assert [r.kind for r in recs] == ["xray", "xray", "xray", "ct_slice2d", "ct_slice2d", "xray", "xray"]
-    assert adapter.skipped == {"missing_file": 1}
+    assert [(r.reason, r.row) for r in adapter.rejected] == [("missing_file", 9)] and not adapter.skipped
+    assert adapter.defaulted == {"non_covid_label=normal": 1}  # d.png: "non-COVID (crawled)"
     assert recs[0].patient_key == recs[1].patient_key  # linked by group_id
     _, alt = _records("csv", root, non_covid_label="pneumonia", label_map={"No Finding": "normal"})
     assert [r.label for r in alt][2:4] == ["normal", "pneumonia"]
