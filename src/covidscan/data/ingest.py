@@ -19,7 +19,8 @@ For each :class:`~covidscan.config.SourceSpec` the adapter lists its records; fo
    stay as they were;
 6. writes ``manifest.parquet``, ``clinical.parquet``, ``annotations.parquet``, ``reads.parquet``,
    ``quarantine.parquet`` and ``summary.parquet`` (counts per source x modality x label x centre),
-   each checked against its schema in :mod:`covidscan.data.manifest` and written atomically, then
+   each checked against its schema in :mod:`covidscan.data.manifest` and written atomically, and
+   ``report.json`` (per source: ingested, quarantined per reason, skipped, labels by default), then
    removes arrays no row refers to (left over from earlier runs).
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import math
 from collections import Counter
@@ -70,6 +72,7 @@ from covidscan.errors import DataError
 log = logging.getLogger(__name__)
 
 ARRAYS_DIR = "arrays"
+REPORT_FILE = "report.json"
 _KIND_SPEC = {"xray": (np.float32, 2), "ct_slice2d": (np.float32, 2), "ct_volume": (np.int16, 3)}
 
 
@@ -102,6 +105,16 @@ class IngestSummary:
     ingested: dict[str, int] = field(default_factory=dict)
     per_source: pd.DataFrame = field(default_factory=lambda: mf.empty_table(mf.SUMMARY_SCHEMA))
     manifest_sha256: str = ""
+
+    def report(self) -> dict[str, Any]:
+        """Per source: records ingested, quarantined per reason, skipped per filter, labels by default
+        (what ``report.json`` in the ingest folder holds)."""
+        names = list(self.ingested) or list(self.skipped)
+        return {"sources": {name: {"ingested": self.ingested.get(name, 0),
+                                   "quarantined": self.quarantined.get(name, {}),
+                                   "skipped": self.skipped.get(name, {}),
+                                   "defaulted": self.defaulted.get(name, {})} for name in names},
+                "n_records": self.n_records, "n_quarantined": self.n_quarantined}
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -378,6 +391,8 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
         log.info("removed %d arrays no record refers to any more", removed)
     digest = hashlib.sha256((out_dir / mf.MANIFEST_FILE).read_bytes()).hexdigest()
     log.info("ingest: %d records, %d quarantined -> %s", len(manifest), len(tables.quarantine), out_dir)
-    return IngestSummary(out_dir=out_dir, n_records=len(manifest), n_quarantined=len(tables.quarantine), skipped=skipped,
-                         quarantined=quarantined, defaulted=defaulted, ingested=ingested, per_source=summary,
-                         manifest_sha256=digest)
+    result = IngestSummary(out_dir=out_dir, n_records=len(manifest), n_quarantined=len(tables.quarantine), skipped=skipped,
+                           quarantined=quarantined, defaulted=defaulted, ingested=ingested, per_source=summary,
+                           manifest_sha256=digest)
+    mf.atomic_write_bytes(out_dir / REPORT_FILE, (json.dumps(result.report(), indent=2, sort_keys=True) + "\n").encode())
+    return result

@@ -3,7 +3,8 @@
 A file that cannot be used raises a typed :class:`ImageFileError` (a DataError) whose class says why,
 so ingest can quarantine it with a precise reason: :class:`EmptyImageError` (0 bytes),
 :class:`TruncatedImageError` (a PNG without its final IEND chunk, a JPEG without its end-of-image
-marker: OpenCV would otherwise decode a cut JPEG silently, padding it with grey),
+marker, checked before decoding so the answer does not depend on the decoder: some libjpeg builds
+decode a cut JPEG with only a warning, padding it with grey),
 :class:`NotAnImageError` (the bytes are no known image format, e.g. an HTML error page saved as
 ``.png``), :class:`UndecodableImageError` (a known format OpenCV cannot decode) and
 :class:`ImageTooLargeError`.
