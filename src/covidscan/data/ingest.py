@@ -373,9 +373,9 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
         quarantined[spec.name] = dict(outcomes.most_common())
         defaulted[spec.name] = dict(adapter.defaulted)
         ingested[spec.name] = n_ok
-        log.info("source %s (%s): %d ingested; %d quarantined %s; skipped %s; labels by default %s", spec.name,
-                 spec.adapter, n_ok, sum(outcomes.values()), quarantined[spec.name] or "", dict(adapter.skipped) or "none",
-                 dict(adapter.defaulted) or "none")
+        log.info("source %s (%s): %d ingested; %d quarantined%s; skipped %s; labels by default %s", spec.name,
+                 spec.adapter, n_ok, sum(outcomes.values()), f" {quarantined[spec.name]}" if outcomes else "",
+                 dict(adapter.skipped) or "none", dict(adapter.defaulted) or "none")
         if n_ok == 0:
             raise _no_usable_records(spec, outcomes, adapter.skipped)
     manifest = tables.frame(tables.manifest, mf.MANIFEST_SCHEMA)
