@@ -4,7 +4,9 @@
 
 Reads the typed params, loads the salt (data.deid: an environment variable or a file outside the
 repository), runs :func:`covidscan.data.ingest.ingest` and prints the per-source summary. The folder
-holds manifest.parquet, clinical/annotations/reads/quarantine/summary.parquet and arrays/.
+holds manifest.parquet, clinical/annotations/reads/quarantine/summary.parquet, report.json and arrays/.
+Rows held back (missing or unreadable file, unknown label) are counted per source and reason in the
+printed summary, report.json and the MLflow run (``ingest/report.json``, metric ``n_quarantined``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,16 @@ def main(argv: list[str] | None = None) -> None:
         log_table_input(Path(args.out) / "manifest.parquet", name="manifest", context="ingest")
         log_artifact(Path(args.out) / "summary.parquet", "ingest")
         log_dict({"skipped": summary.skipped}, "ingest/skipped.json")
+        log_dict(summary.report(), "ingest/report.json")
         log_metrics({"n_records": summary.n_records, "n_quarantined": summary.n_quarantined})
     print(summary.per_source.to_string(index=False))
     print(f"{summary.n_records} records, {summary.n_quarantined} quarantined, manifest sha256 {summary.manifest_sha256[:12]}")
+    for name, reasons in summary.quarantined.items():
+        if reasons:
+            print(f"  {name}: quarantined " + ", ".join(f"{n} {reason}" for reason, n in reasons.items()))
+    for name, defaults in summary.defaulted.items():
+        if defaults:
+            print(f"  {name}: labels by default " + ", ".join(f"{n} {rule}" for rule, n in defaults.items()))
     log.info("skipped by the adapters: %s", summary.skipped)
 
 

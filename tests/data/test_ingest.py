@@ -133,7 +133,8 @@ def test_burned_in_annotation_is_quarantined(export, tmp_path):
     _run(export, out)
     q = mf.read_table(out / mf.QUARANTINE_FILE, mf.QUARANTINE_SCHEMA)
     assert q["reason"].tolist() == ["burned_in_annotation"]
-    assert list(q.columns) == ["record_id", "patient_id", "source", "reason"]
+    assert list(q.columns) == ["record_id", "patient_id", "source", "row", "reason"]
+    assert q.row.tolist() == [4]  # the third case: labels.csv line 4 (the header is line 1)
     assert re.fullmatch(r"r-[0-9a-f]{16}", q.record_id[0]) and re.fullmatch(r"p-[0-9a-f]{16}", q.patient_id[0])
     df = mf.read_manifest(out)
     assert q.record_id[0] not in set(df.record_id)
@@ -207,7 +208,8 @@ def test_unreadable_file_is_quarantined_not_fatal(export, tmp_path, caplog):
     labels.to_csv(export / "labels.csv", index=False)
     summary = _run(export, tmp_path / "ingest", caplog)
     q = mf.read_table(tmp_path / "ingest" / mf.QUARANTINE_FILE, mf.QUARANTINE_SCHEMA)
-    assert summary.n_records == 3 and sorted(q.reason) == ["burned_in_annotation", "unreadable_header"]
+    assert summary.n_records == 3 and sorted(q.reason) == ["burned_in_annotation", "not_dicom"]
+    assert summary.quarantined == {"hosp": {"burned_in_annotation": 1, "not_dicom": 1}}
     assert "broken" not in caplog.text
 
 

@@ -91,6 +91,35 @@ def test_csv_adapter_ingests_real_images(rows, tmp_path):
     assert len(by_sha) == df.content_sha256.nunique()
 
 
+def test_csv_adapter_quarantines_bad_rows_among_real_images(rows, tmp_path):
+    src = tmp_path / "realdev"
+    for folder in ("ct", "cxr"):
+        _link(REALDATA / folder, src / folder)
+    subset = _sample(rows, 1)
+    bad = []
+    for suffix in (".jpg", ".png"):
+        real = rows[rows.path.str.endswith(suffix)].iloc[0]
+        data = (REALDATA / real.path).read_bytes()
+        cut = src / "cut" / f"cut{suffix}"
+        cut.parent.mkdir(parents=True, exist_ok=True)
+        cut.write_bytes(data[: len(data) // 2])  # a real image cut short, as an interrupted download leaves it
+        bad.append({**real.to_dict(), "path": f"cut/cut{suffix}"})
+    first = subset.iloc[0].to_dict()
+    bad.append({**first, "path": "cxr/covid/not_there.png"})
+    _link(REALDATA / first["path"], src / "other" / f"tb{Path(first['path']).suffix}")
+    bad.append({**first, "path": f"other/tb{Path(first['path']).suffix}", "label": "tuberculosis"})
+    _write_csv(src / "manifest.csv", subset.to_dict("records") + bad)
+    spec = SourceSpec(name="realdev", adapter="csv", location=str(src))
+    summary = ingest([spec], DataConfig(), tmp_path / "out", salt=SALT, progress=False)
+    df = mf.read_manifest(summary.out_dir)
+    assert len(df) == len(subset)
+    n = len(subset) + 1  # the CSV line of the last good row
+    q = mf.read_table(summary.out_dir / mf.QUARANTINE_FILE, mf.QUARANTINE_SCHEMA)
+    assert dict(zip(q.row, q.reason)) == {n + 1: "truncated", n + 2: "truncated", n + 3: "missing_file",
+                                          n + 4: "unknown label 'tuberculosis'"}
+    assert summary.quarantined["realdev"] == {"truncated": 2, "missing_file": 1, "unknown label 'tuberculosis'": 1}
+
+
 def test_ccd_adapter_on_real_ccd_images(rows, tmp_path):
     root = tmp_path / "ccd"
     ccd = _sample(rows[rows.source == "ccd"], 4)
@@ -107,7 +136,7 @@ def test_ccd_adapter_on_real_ccd_images(rows, tmp_path):
     df = mf.read_manifest(summary.out_dir)
     expected_covid = int((ccd.label == "covid").sum())
     assert (df.label == "covid19").sum() == expected_covid
-    assert len(df) + sum(summary.skipped["ccd"].values()) == len(ccd)
+    assert len(df) + sum(summary.skipped["ccd"].values()) + sum(summary.quarantined["ccd"].values()) == len(ccd)
     assert set(df.kind) <= {"xray", "ct_slice2d"} and (df.kind == "ct_slice2d").sum() == (ccd.modality == "ct").sum()
 
 

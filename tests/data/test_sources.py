@@ -111,9 +111,11 @@ def test_ccd(tmp_path):
     adapter, recs = _records("ccd", root)
     assert [r.label for r in recs] == ["covid19", "covid19", "normal", "pneumonia", "covid19"]
     assert [r.kind for r in recs] == ["xray"] * 4 + ["ct_slice2d"]
-    assert adapter.skipped == {"view": 1, "unmapped_label": 1, "missing_or_unsupported_file": 1}
+    assert adapter.skipped == {"view": 1, "unsupported_file": 1}
+    assert [(r.reason, r.row) for r in adapter.rejected] == [("unknown label 'todo'", 8)]  # metadata.csv line 8
     assert recs[0].rtpcr_initial == "positive" and recs[3].rtpcr_initial == "negative"
     summary, df = _ingest("ccd", root, tmp_path)
+    assert summary.quarantined == {"t_ccd": {"unknown label 'todo'": 1}}
     assert len(df) == 5 and df[df.label == "covid19"].patient_id.nunique() == 2  # patients 1 and 4
     assert (df.origin == "public").all() and set(df.transfer_syntax) == {"image/png", "image/jpeg"}
     img = np.load(summary.out_dir / df.array_path.iloc[0])
@@ -166,7 +168,8 @@ def test_rsna(tmp_path):
     ])
     adapter, recs = _records("rsna", root)
     assert [(r.key, r.label) for r in recs] == [("aaa", "pneumonia"), ("bbb", "normal")]
-    assert adapter.skipped == {"not_normal_no_opacity": 1, "missing_file": 1}
+    assert adapter.skipped == {"not_normal_no_opacity": 1}
+    assert [r.reason for r in adapter.rejected] == ["missing_file"]  # eee
     summary, df = _ingest("rsna", root, tmp_path)
     assert sorted(df.label) == ["normal", "pneumonia"] and df.patient_id.nunique() == 2
     assert set(df.photometric) == {"MONOCHROME1", "MONOCHROME2"}
@@ -211,7 +214,7 @@ def test_imagefolder(tmp_path):
     adapter, recs = _records("imagefolder", root, patient_regex=r"^(\d+)_")
     assert sorted(r.label for r in recs) == ["covid19", "covid19", "normal", "pneumonia"]
     # Lung_Opacity maps to pneumonia, but "15.png" has no patient number; "Misc" maps to no class
-    assert adapter.skipped["unmapped_label"] == 1 and adapter.skipped["patient_regex_no_match"] == 1
+    assert [r.reason for r in adapter.rejected] == ["unknown label 'Misc'"] and adapter.skipped["patient_regex_no_match"] == 1
     assert len({r.patient_key for r in recs}) == 3
     _, ct = _records("imagefolder", root, modality="ct")
     assert {r.kind for r in ct} == {"ct_slice2d"}
@@ -240,7 +243,8 @@ def test_csv_adapter_label_mapping(tmp_path):
     adapter, recs = _records("csv", root)
     assert [r.label for r in recs] == ["covid19", "pneumonia", "normal", "normal", "covid19", "influenza", "normal"]
     assert [r.kind for r in recs] == ["xray", "xray", "xray", "ct_slice2d", "ct_slice2d", "xray", "xray"]
-    assert adapter.skipped == {"missing_file": 1}
+    assert [(r.reason, r.row) for r in adapter.rejected] == [("missing_file", 9)] and not adapter.skipped
+    assert adapter.defaulted == {"non_covid_label=normal": 1}  # d.png: "non-COVID (crawled)"
     assert recs[0].patient_key == recs[1].patient_key  # linked by group_id
     _, alt = _records("csv", root, non_covid_label="pneumonia", label_map={"No Finding": "normal"})
     assert [r.label for r in alt][2:4] == ["normal", "pneumonia"]
@@ -255,3 +259,145 @@ def test_csv_adapter_rejects_escaping_paths(tmp_path):
     _csv(root / "manifest.csv", [{"path": "../x.png", "label": "covid", "patient_id": "1", "modality": "cxr"}])
     with pytest.raises(DataError, match="row 2"):
         _records("csv", root)
+
+
+def _noise_image(path: Path, suffix_bytes: bytes | None = None) -> bytes:
+    """A real 64x64 grey noise image encoded by OpenCV (PNG or JPEG by the suffix); returns its bytes."""
+    rng = np.random.default_rng(7)
+    ok, buf = cv2.imencode(path.suffix, rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    assert ok
+    data = buf.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def _bad_csv_source(root: Path) -> list[dict]:
+    """A CSV manifest: four good images, then one bad row of each kind (rows 6-12 of the CSV)."""
+    for name in ("g1.png", "g2.png", "g3.png", "f_tb.png", "f_todo.png"):
+        _png(root / "img" / name)
+    _noise_image(root / "img" / "g4.jpg")
+    (root / "img" / "f_empty.png").write_bytes(b"")
+    png = _noise_image(root / "img" / "f_cut.png")
+    (root / "img" / "f_cut.png").write_bytes(png[: len(png) // 2])
+    jpg = _noise_image(root / "img" / "f_cut.jpg")
+    (root / "img" / "f_cut.jpg").write_bytes(jpg[: len(jpg) - 40])  # cut 40 bytes before its end
+    (root / "img" / "f_garbage.png").write_bytes(b"<html><body>404 Not Found</body></html>\n" * 4)
+    row = {"label": "covid", "group_id": "", "modality": "cxr", "source": "ccd", "finding": ""}
+    rows = [
+        {**row, "path": "img/g1.png", "patient_id": "s:1"},
+        {**row, "path": "img/g2.png", "patient_id": "s:2", "label": "non_covid", "finding": "No Finding"},
+        {**row, "path": "img/g3.png", "patient_id": "u:3", "label": "non_covid", "finding": "non-COVID (crawled)",
+         "modality": "ct", "source": "ucsd"},
+        {**row, "path": "img/g4.jpg", "patient_id": "s:4", "label": "non_covid", "finding": "Klebsiella"},
+        {**row, "path": "img/f_missing.png", "patient_id": "s:5"},                       # row 6
+        {**row, "path": "img/f_empty.png", "patient_id": "s:6"},                         # row 7
+        {**row, "path": "img/f_cut.png", "patient_id": "s:7"},                           # row 8
+        {**row, "path": "img/f_cut.jpg", "patient_id": "s:8"},                           # row 9
+        {**row, "path": "img/f_garbage.png", "patient_id": "s:9"},                       # row 10
+        {**row, "path": "img/f_tb.png", "patient_id": "s:10", "label": "Tuberculosis"},  # row 11
+        {**row, "path": "img/f_todo.png", "patient_id": "s:11", "label": "todo"},        # row 12
+    ]
+    _csv(root / "manifest.csv", rows)
+    return rows
+
+
+EXPECTED_BAD = {6: "missing_file", 7: "empty_file", 8: "truncated", 9: "truncated", 10: "not_an_image",
+                11: "unknown label 'Tuberculosis'", 12: "unknown label 'todo'"}
+
+
+def test_csv_bad_rows_are_quarantined_with_their_reason(tmp_path, caplog):
+    import json
+    import logging
+
+    from covidscan.data.ingest import REPORT_FILE
+
+    root = tmp_path / "csvsrc"
+    rows = _bad_csv_source(root)
+    caplog.set_level(logging.DEBUG)
+    summary, df = _ingest("csv", root, tmp_path)  # no exception escapes
+    # the good rows are ingested as before
+    assert len(df) == 4 and sorted(df.label) == ["covid19", "normal", "normal", "pneumonia"]
+    assert sorted(df.rows) == [20, 20, 20, 64]
+    # each bad row is in the quarantine table with its reason and its CSV line, under pseudonyms only
+    q = mf.read_table(summary.out_dir / mf.QUARANTINE_FILE, mf.QUARANTINE_SCHEMA)
+    assert dict(zip(q.row, q.reason)) == EXPECTED_BAD and len(q) == len(EXPECTED_BAD)
+    assert q.record_id.str.fullmatch(r"r-[0-9a-f]{16}").all() and q.patient_id.str.fullmatch(r"p-[0-9a-f]{16}").all()
+    assert set(q.source) == {"ccd"} and set(q.record_id).isdisjoint(df.record_id)
+    # the run summary counts them per reason; the unmapped non_covid finding took the documented default
+    assert summary.quarantined == {"t_csv": {"truncated": 2, "missing_file": 1, "empty_file": 1, "not_an_image": 1,
+                                             "unknown label 'Tuberculosis'": 1, "unknown label 'todo'": 1}}
+    assert summary.defaulted == {"t_csv": {"non_covid_label=normal": 1}}
+    assert summary.ingested == {"t_csv": 4} and summary.n_quarantined == 7 and summary.skipped == {"t_csv": {}}
+    report = json.loads((summary.out_dir / REPORT_FILE).read_text())
+    assert report == json.loads(json.dumps(summary.report()))
+    assert report["sources"]["t_csv"]["quarantined"]["truncated"] == 2
+    assert "7 quarantined" in caplog.text and "non_covid_label=normal" in caplog.text
+    # nothing names a file or a patient: not the tables, not the report, not the logs
+    text = caplog.text + (summary.out_dir / REPORT_FILE).read_text() + q.to_string()
+    for r in rows:
+        assert r["path"] not in text and Path(r["path"]).stem not in text and r["patient_id"] not in text
+
+
+@pytest.mark.parametrize(("name", "error"), [("f_empty.png", "EmptyImageError"), ("f_cut.png", "TruncatedImageError"),
+                                             ("f_cut.jpg", "TruncatedImageError"), ("f_garbage.png", "NotAnImageError")])
+def test_read_grey_says_why_a_file_is_unusable(tmp_path, name, error):
+    from covidscan.data.sources import image_files
+
+    _bad_csv_source(tmp_path)
+    with pytest.raises(image_files.ImageFileError) as info:
+        image_files.read_grey(tmp_path / "img" / name, 10**6)
+    assert type(info.value).__name__ == error and isinstance(info.value, DataError)
+    assert image_files.read_grey(tmp_path / "img" / "g4.jpg", 10**6).shape == (64, 64)
+
+
+def test_unknown_label_reason_is_clean_and_short():
+    from covidscan.data.sources.labels import UNKNOWN_LABEL_MAX_CHARS, unknown_label_reason
+
+    assert unknown_label_reason(" Tuberculosis\n") == "unknown label 'Tuberculosis'"
+    assert unknown_label_reason("it's\x00odd") == "unknown label 'its odd'"
+    long = unknown_label_reason("x" * 500)
+    assert long.endswith("...'") and len(long) == len("unknown label ''") + UNKNOWN_LABEL_MAX_CHARS
+
+
+def test_source_without_usable_records_fails_typed_and_leaves_earlier_output_intact(tmp_path):
+    from covidscan.data.ingest import NoUsableRecordsError
+
+    good = tmp_path / "good"
+    _png(good / "a.png")
+    _png(good / "b.png", value=30)
+    _csv(good / "manifest.csv", [{"path": "a.png", "label": "covid", "patient_id": "1", "modality": "cxr"},
+                                 {"path": "b.png", "label": "normal", "patient_id": "2", "modality": "cxr"}])
+    bad = tmp_path / "bad"
+    _bad_csv_source(bad)
+    _csv(bad / "manifest.csv", [r for r in _bad_csv_source(bad) if r["path"] not in ("img/g1.png", "img/g2.png",
+                                                                                      "img/g3.png", "img/g4.jpg")])
+    out = tmp_path / "out"
+    specs = [SourceSpec(name="good", adapter="csv", location=str(good)),
+             SourceSpec(name="badsrc", adapter="csv", location=str(bad))]
+    ingest(specs[:1], DataConfig(), out, salt=SALT, progress=False)
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {"manifest.parquet", "quarantine.parquet", "report.json"} <= set(before)
+    with pytest.raises(NoUsableRecordsError) as info:
+        ingest(specs, DataConfig(), out, salt=SALT, progress=False)
+    msg = str(info.value)
+    assert isinstance(info.value, DataError) and "data.sources[badsrc]" in msg and "no usable record among 7 rows" in msg
+    assert "2 truncated" in msg and "1 missing_file" in msg and "1 empty_file" in msg and "1 not_an_image" in msg
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # the earlier run's tables, report and arrays are untouched
+    assert len(mf.read_manifest(out)) == 2
+
+
+def test_csv_bad_dicom_rows_are_quarantined_with_their_reason(tmp_path):
+    root = tmp_path / "dcmsrc"
+    write_xray(root / "d" / "good.dcm", patient_id="P1", study_uid=f"{UID_ROOT}.41")
+    data = write_xray(root / "d" / "f_cut.dcm", patient_id="P2", study_uid=f"{UID_ROOT}.42").read_bytes()
+    (root / "d" / "f_cut.dcm").write_bytes(data[: len(data) - 100])  # ends inside the pixel data
+    (root / "d" / "f_empty.dcm").write_bytes(b"")
+    (root / "d" / "f_text.dcm").write_text("patient list\n" * 20)
+    _csv(root / "manifest.csv", [{"path": f"d/{n}.dcm", "label": "covid", "patient_id": str(i), "modality": "xray"}
+                                 for i, n in enumerate(("good", "f_cut", "f_empty", "f_text"))])
+    summary, df = _ingest("csv", root, tmp_path)
+    assert len(df) == 1 and df.transfer_syntax.iloc[0].startswith("1.2.840")
+    q = mf.read_table(summary.out_dir / mf.QUARANTINE_FILE, mf.QUARANTINE_SCHEMA)
+    assert dict(zip(q.row, q.reason)) == {3: "truncated", 4: "empty_file", 5: "not_dicom"}

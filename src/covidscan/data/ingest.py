@@ -10,9 +10,17 @@ For each :class:`~covidscan.config.SourceSpec` the adapter lists its records; fo
 3. loads the array, checks its kind's dtype and rank, and writes it as ``arrays/<h[:2]>/<h>.npy``
    where ``h`` is the SHA-256 of the ``.npy`` bytes (``content_sha256``): names carry nothing but
    content, identical arrays share one file, and every file is written atomically;
-4. writes ``manifest.parquet``, ``clinical.parquet``, ``annotations.parquet``, ``reads.parquet``,
+4. quarantines, instead of losing or guessing, every row whose data is bad: rows the adapter rejects
+   (file missing, unknown label text) and records whose file turns out empty, truncated, not an
+   image/DICOM or undecodable; ``quarantine.parquet`` holds the pseudonyms, the source, the row number
+   in the source's table and the reason, and the run summary counts them per source and reason;
+5. fails with :class:`NoUsableRecordsError` (naming the source and summarising the reasons) when a
+   source yields no usable record at all, before any table is written, so an earlier run's tables
+   stay as they were;
+6. writes ``manifest.parquet``, ``clinical.parquet``, ``annotations.parquet``, ``reads.parquet``,
    ``quarantine.parquet`` and ``summary.parquet`` (counts per source x modality x label x centre),
-   each checked against its schema in :mod:`covidscan.data.manifest` and written atomically, then
+   each checked against its schema in :mod:`covidscan.data.manifest` and written atomically, and
+   ``report.json`` (per source: ingested, quarantined per reason, skipped, labels by default), then
    removes arrays no row refers to (left over from earlier runs).
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import math
 from collections import Counter
@@ -34,6 +43,13 @@ from rich.progress import track
 
 from covidscan.config import DataConfig, SourceSpec
 from covidscan.data import manifest as mf
+from covidscan.data.dicom.errors import (
+    EmptyFileError,
+    FileTooLargeError,
+    ImageTooLargeError as DicomImageTooLargeError,
+    NotDicomError,
+    TruncatedError,
+)
 from covidscan.data.deid import (
     TECHNICAL_FIELDS,
     deidentify,
@@ -43,12 +59,20 @@ from covidscan.data.deid import (
     quiet_header_values,
     technical_meta,
 )
-from covidscan.data.sources import Loaded, Record, get_adapter
+from covidscan.data.sources import Loaded, Record, SourceAdapter, get_adapter
+from covidscan.data.sources.image_files import (
+    EmptyImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UndecodableImageError,
+)
 from covidscan.errors import DataError
 
 log = logging.getLogger(__name__)
 
 ARRAYS_DIR = "arrays"
+REPORT_FILE = "report.json"
 _KIND_SPEC = {"xray": (np.float32, 2), "ct_slice2d": (np.float32, 2), "ct_volume": (np.int16, 3)}
 
 
@@ -59,8 +83,15 @@ class IngestSummary:
     Args:
         out_dir: the ingest folder.
         n_records: rows in the manifest.
-        n_quarantined: records held back (burned-in annotation, unreadable, unexpected shape).
-        skipped: per source, records the adapter left out and why (unmapped label, missing file, ...).
+        n_quarantined: rows held back in ``quarantine.parquet`` (missing or unreadable file, unknown
+            label, burned-in annotation, unexpected shape).
+        skipped: per source, records a documented filter left out and why (view, modality, split,
+            duplicate entry, ``max_records``).
+        quarantined: per source, quarantined rows per reason (``missing_file``, ``truncated``,
+            ``unknown label 'Tuberculosis'``, ...).
+        defaulted: per source, labels taken from a documented default rather than the row's own text
+            (e.g. ``non_covid_label=normal``), per default.
+        ingested: per source, records written to the manifest.
         per_source: the summary table (source, modality, label, centre, n_records, n_patients).
         manifest_sha256: digest of manifest.parquet (what the integrator logs as the dataset input).
     """
@@ -69,8 +100,21 @@ class IngestSummary:
     n_records: int
     n_quarantined: int
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
+    defaulted: dict[str, dict[str, int]] = field(default_factory=dict)
+    ingested: dict[str, int] = field(default_factory=dict)
     per_source: pd.DataFrame = field(default_factory=lambda: mf.empty_table(mf.SUMMARY_SCHEMA))
     manifest_sha256: str = ""
+
+    def report(self) -> dict[str, Any]:
+        """Per source: records ingested, quarantined per reason, skipped per filter, labels by default
+        (what ``report.json`` in the ingest folder holds)."""
+        names = list(self.ingested) or list(self.skipped)
+        return {"sources": {name: {"ingested": self.ingested.get(name, 0),
+                                   "quarantined": self.quarantined.get(name, {}),
+                                   "skipped": self.skipped.get(name, {}),
+                                   "defaulted": self.defaulted.get(name, {})} for name in names},
+                "n_records": self.n_records, "n_quarantined": self.n_quarantined}
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -98,6 +142,32 @@ def write_array(array: np.ndarray, out_dir: Path) -> tuple[str, str]:
 
 class ArrayShapeError(DataError):
     """A loaded array does not have its kind's rank (e.g. a multi-frame file listed as an X-ray)."""
+
+
+class NoUsableRecordsError(DataError):
+    """A source yields no usable record; the message names it and counts the reasons."""
+
+
+# Quarantine reasons for the errors a record's header reader or loader raises (first match wins);
+# any other DataError/OSError/ValueError is ``unreadable`` (``unreadable_header`` for the header).
+_ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (ArrayShapeError, "unexpected_shape"),
+    (EmptyFileError, "empty_file"),
+    (EmptyImageError, "empty_file"),
+    (TruncatedError, "truncated"),
+    (TruncatedImageError, "truncated"),
+    (NotDicomError, "not_dicom"),
+    (NotAnImageError, "not_an_image"),
+    (UndecodableImageError, "undecodable_image"),
+    (FileTooLargeError, "too_large"),
+    (DicomImageTooLargeError, "too_large"),
+    (ImageTooLargeError, "too_large"),
+)
+
+
+def quarantine_reason(err: BaseException, default: str = "unreadable") -> str:
+    """The quarantine reason for an error raised while reading a record."""
+    return next((reason for cls, reason in _ERROR_REASONS if isinstance(err, cls)), default)
 
 
 def _check_array(loaded: Loaded, kind: str) -> np.ndarray:
@@ -134,7 +204,7 @@ class _Tables:
 
 def _ingest_record(rec: Record, spec: SourceSpec, origin_default: str, salt: bytes, quarantine_burned_in: bool,
                    out_dir: Path, tables: _Tables) -> str:
-    """Ingest one record; returns 'ok' or the quarantine reason."""
+    """Ingest one record; returns 'ok' or the quarantine reason (the row is then in ``tables.quarantine``)."""
     record_id = pseudonym(f"{spec.name}\x1f{rec.key}", salt, "record")
     source = rec.source or spec.name
     header = None
@@ -143,9 +213,11 @@ def _ingest_record(rec: Record, spec: SourceSpec, origin_default: str, salt: byt
         try:
             header = rec.header()
         except (DataError, OSError, ValueError) as err:
-            log.warning("record %s: header unreadable (%s); quarantined", record_id, type(err).__name__)
-            tables.quarantine.append({"record_id": record_id, "patient_id": "", "source": source, "reason": "unreadable_header"})
-            return "unreadable_header"
+            reason = quarantine_reason(err, "unreadable_header")
+            log.warning("record %s: header unreadable (%s); quarantined as %s", record_id, type(err).__name__, reason)
+            tables.quarantine.append({"record_id": record_id, "patient_id": "", "source": source, "row": rec.row,
+                                      "reason": reason})
+            return reason
     patient_key = rec.patient_key
     study_key = rec.study_key
     if header is not None:
@@ -158,7 +230,8 @@ def _ingest_record(rec: Record, spec: SourceSpec, origin_default: str, salt: byt
     study_id = pseudonym(f"{spec.name}\x1f{study_key or patient_key}", salt, "study")
 
     def hold(reason: str) -> str:
-        tables.quarantine.append({"record_id": record_id, "patient_id": patient_id, "source": source, "reason": reason})
+        tables.quarantine.append({"record_id": record_id, "patient_id": patient_id, "source": source, "row": rec.row,
+                                  "reason": reason})
         return reason
 
     if header is not None:
@@ -170,8 +243,9 @@ def _ingest_record(rec: Record, spec: SourceSpec, origin_default: str, salt: byt
         loaded = rec.load()
         array = _check_array(loaded, rec.kind)
     except (DataError, OSError, ValueError, RuntimeError, MemoryError) as err:
-        log.warning("record %s: not ingested (%s)", record_id, type(err).__name__)
-        return hold("unexpected_shape" if isinstance(err, ArrayShapeError) else "unreadable")
+        reason = quarantine_reason(err)
+        log.warning("record %s: not ingested (%s); quarantined as %s", record_id, type(err).__name__, reason)
+        return hold(reason)
     rel, digest = write_array(array, out_dir)
     meta = {**header_meta, **{k: v for k, v in loaded.meta.items() if k in TECHNICAL_FIELDS}}
     spacing = loaded.spacing
@@ -197,6 +271,32 @@ def _ingest_record(rec: Record, spec: SourceSpec, origin_default: str, salt: byt
         tables.reads.append({"record_id": record_id, "reader": r["reader"], "read": r["read"]})
     log.debug("record %s: %s %s %s", record_id, rec.kind, rec.label, "x".join(str(s) for s in array.shape))
     return "ok"
+
+
+def _quarantine_rejected(adapter: SourceAdapter, spec: SourceSpec, salt: bytes, tables: _Tables) -> Counter[str]:
+    """The rows the adapter rejected (missing file, unknown label) -> quarantine rows; counts per reason."""
+    counts: Counter[str] = Counter()
+    for rej in adapter.rejected:
+        record_id = pseudonym(f"{spec.name}\x1f{rej.key}", salt, "record")
+        patient_id = pseudonym(f"{spec.name}\x1f{rej.patient_key}", salt, "patient") if rej.patient_key else ""
+        tables.quarantine.append({"record_id": record_id, "patient_id": patient_id, "source": rej.source or spec.name,
+                                  "row": rej.row,
+                                  "reason": rej.reason})
+        log.debug("record %s (row %d): quarantined: %s", record_id, rej.row, rej.reason)
+        counts[rej.reason] += 1
+    return counts
+
+
+def _no_usable_records(spec: SourceSpec, quarantined: Counter[str], skipped: Counter[str]) -> NoUsableRecordsError:
+    def listing(counts: Counter[str]) -> str:
+        return ", ".join(f"{n} {reason}" for reason, n in counts.most_common()) or "none"
+
+    total = sum(quarantined.values()) + sum(skipped.values())
+    return NoUsableRecordsError(
+        f"data.sources[{spec.name}] ({spec.adapter} at {spec.location}): no usable record among {total} rows; "
+        f"quarantined: {listing(quarantined)}; skipped: {listing(skipped)}. "
+        f"Fix the files or labels (a label_map option maps label text), or remove the source"
+    )
 
 
 def summarise(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -234,6 +334,7 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
     Raises:
         ConfigError: no salt, an unknown adapter or option.
         DataError: a source location or its tables are missing or malformed; two sources share a name.
+        NoUsableRecordsError: (a DataError) a source yields no usable record; nothing is written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +345,9 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
     salt = salt if salt is not None else load_salt(data_cfg.deid)
     tables = _Tables()
     skipped: dict[str, dict[str, int]] = {}
+    quarantined: dict[str, dict[str, int]] = {}
+    defaulted: dict[str, dict[str, int]] = {}
+    ingested: dict[str, int] = {}
     console = Console(stderr=True)
     for spec in sources:
         adapter = get_adapter(spec.adapter)(spec, data_cfg.dicom)
@@ -259,14 +363,21 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
         if spec.max_records is not None:
             adapter.skipped["over_max_records"] += max(0, len(unique) - spec.max_records)
             unique = unique[: spec.max_records]
-        outcomes: Counter[str] = Counter()
+        outcomes: Counter[str] = _quarantine_rejected(adapter, spec, salt, tables)
         for rec in track(unique, description=f"ingest {spec.name}", disable=not progress, console=console, transient=True):
             with quiet_header_values():
                 outcome = _ingest_record(rec, spec, adapter.origin, salt, data_cfg.deid.quarantine_burned_in, out_dir, tables)
             outcomes[outcome] += 1
+        n_ok = outcomes.pop("ok", 0)
         skipped[spec.name] = dict(adapter.skipped)
-        log.info("source %s (%s): %d ingested, %d quarantined, skipped %s", spec.name, spec.adapter, outcomes["ok"],
-                 sum(v for k, v in outcomes.items() if k != "ok"), dict(adapter.skipped) or "none")
+        quarantined[spec.name] = dict(outcomes.most_common())
+        defaulted[spec.name] = dict(adapter.defaulted)
+        ingested[spec.name] = n_ok
+        log.info("source %s (%s): %d ingested; %d quarantined%s; skipped %s; labels by default %s", spec.name,
+                 spec.adapter, n_ok, sum(outcomes.values()), f" {quarantined[spec.name]}" if outcomes else "",
+                 dict(adapter.skipped) or "none", dict(adapter.defaulted) or "none")
+        if n_ok == 0:
+            raise _no_usable_records(spec, outcomes, adapter.skipped)
     manifest = tables.frame(tables.manifest, mf.MANIFEST_SCHEMA)
     mf.write_manifest(manifest, out_dir / mf.MANIFEST_FILE)
     mf.write_table(tables.frame(tables.clinical, mf.CLINICAL_SCHEMA), out_dir / mf.CLINICAL_FILE, mf.CLINICAL_SCHEMA)
@@ -280,5 +391,8 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
         log.info("removed %d arrays no record refers to any more", removed)
     digest = hashlib.sha256((out_dir / mf.MANIFEST_FILE).read_bytes()).hexdigest()
     log.info("ingest: %d records, %d quarantined -> %s", len(manifest), len(tables.quarantine), out_dir)
-    return IngestSummary(out_dir=out_dir, n_records=len(manifest), n_quarantined=len(tables.quarantine), skipped=skipped,
-                         per_source=summary, manifest_sha256=digest)
+    result = IngestSummary(out_dir=out_dir, n_records=len(manifest), n_quarantined=len(tables.quarantine), skipped=skipped,
+                           quarantined=quarantined, defaulted=defaulted, ingested=ingested, per_source=summary,
+                           manifest_sha256=digest)
+    mf.atomic_write_bytes(out_dir / REPORT_FILE, (json.dumps(result.report(), indent=2, sort_keys=True) + "\n").encode())
+    return result

@@ -88,6 +88,7 @@ QUARANTINE_SCHEMA: dict[str, pa.DataType] = {
     "record_id": pa.string(),
     "patient_id": pa.string(),
     "source": pa.string(),
+    "row": pa.int64(),
     "reason": pa.string(),
 }
 SUMMARY_SCHEMA: dict[str, pa.DataType] = {

@@ -7,6 +7,13 @@ An adapter is constructed from its :class:`~covidscan.config.SourceSpec` and the
 read). Keys (``key``, ``patient_key``, ``study_key``) may be identifying: ingest only ever stores or
 logs their salted pseudonyms.
 
+Rows an adapter cannot turn into a record because the data is bad (the file is missing, the label
+text is unknown) are not dropped silently: the adapter calls :meth:`SourceAdapter.reject`, and ingest
+writes each one to ``quarantine.parquet`` with its reason (pseudonyms and the table's row number
+only). ``skipped`` counts the records a documented filter leaves out (views, modalities, splits,
+duplicates); ``defaulted`` counts labels that came from a documented default rather than the row's
+own text (e.g. the csv adapter's ``non_covid_label``).
+
 Registry: :func:`get_adapter` maps ``SourceSpec.adapter`` to a class; :data:`ADAPTERS` lists them.
 """
 
@@ -62,6 +69,8 @@ class Record:
         clinical: the five indicators (raw units) or ``None``.
         annotations: dicts with ``reader, slice_index, x0, y0, x1, y1``.
         reads: dicts with ``reader, read``.
+        row: the record's line in the source's table (the header is line 1, as error messages count),
+            0 when the record does not come from a table row; reported in ``quarantine.parquet``.
     """
 
     key: str
@@ -80,10 +89,31 @@ class Record:
     clinical: dict[str, float] | None = None
     annotations: list[dict[str, Any]] = field(default_factory=list)
     reads: list[dict[str, Any]] = field(default_factory=list)
+    row: int = 0
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row of a source that is not a record because its data is bad; ingest quarantines it.
+
+    Args:
+        key: what the record's ``key`` would have been (hashed into ``record_id``; never stored).
+        reason: why (``missing_file``, ``unknown label 'Tuberculosis'``, ...).
+        row: the line in the source's table (header = line 1), 0 when not a table row.
+        patient_key: the patient identity when the row names one (hashed into ``patient_id``).
+        source: the row's own source name, ``None`` for the SourceSpec's.
+    """
+
+    key: str
+    reason: str
+    row: int = 0
+    patient_key: str | None = None
+    source: str | None = None
 
 
 class SourceAdapter:
-    """Base class: option validation, the location check and the skipped-record counter.
+    """Base class: option validation, the location check, the skipped/defaulted counters and the
+    rejected rows.
 
     Subclasses set :attr:`name`, :attr:`default_origin`, :attr:`OPTIONS` (option -> default) and
     implement :meth:`records`.
@@ -105,6 +135,8 @@ class SourceAdapter:
             )
         self.options: dict[str, Any] = {**self.OPTIONS, **spec.options}
         self.skipped: Counter[str] = Counter()
+        self.defaulted: Counter[str] = Counter()
+        self.rejected: list[Rejected] = []
         if not self.root.exists():
             raise DataError(f"data.sources[{spec.name}].location {self.root}: not found")
 
@@ -112,6 +144,11 @@ class SourceAdapter:
     def origin(self) -> str:
         """The SourceSpec's origin, else the adapter's default."""
         return self.spec.origin or self.default_origin
+
+    def reject(self, key: str, reason: str, *, row: int = 0, patient_key: str | None = None,
+               source: str | None = None) -> None:
+        """Hold back a row whose data is bad (ingest writes it to ``quarantine.parquet`` with ``reason``)."""
+        self.rejected.append(Rejected(key=key, reason=reason, row=row, patient_key=patient_key, source=source or None))
 
     def option_error(self, key: str, expected: str) -> ConfigError:
         """A ConfigError naming an option and what was expected."""

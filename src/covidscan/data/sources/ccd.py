@@ -7,7 +7,9 @@
 ```
 ``finding`` is mapped with :func:`~covidscan.data.sources.labels.map_label` (both the 2020 flat
 findings, "COVID-19", "Klebsiella", "No Finding", and the later hierarchical ones,
-"Pneumonia/Viral/COVID-19"); unmapped findings ("todo", "Tuberculosis", ...) are skipped.
+"Pneumonia/Viral/COVID-19"); a row whose finding nothing maps ("todo", "Tuberculosis", ...) is
+quarantined (``unknown label 'todo'``), as is one whose image is missing (``missing_file``) or whose
+path leaves the folder (``bad_path``); files that are not images (the NIfTI volumes) are skipped.
 ``modality`` "X-ray" -> ``xray``; "CT" (slices published as images) -> ``ct_slice2d``.
 Only frontal views are kept by default (option ``views``). The patient is ``patientid``; the study is
 ``patientid`` + ``offset`` (days since symptom onset).
@@ -16,7 +18,7 @@ Only frontal views are kept by default (option ``views``). The patient is ``pati
 from __future__ import annotations
 
 from covidscan.data.sources import Record, SourceAdapter, image_files
-from covidscan.data.sources.labels import check_label_map, map_label
+from covidscan.data.sources.labels import check_label_map, map_label, unknown_label_reason
 from covidscan.data.sources.tables import read_csv, relative_key, to_rtpcr
 from covidscan.errors import ConfigError
 
@@ -42,7 +44,7 @@ class CCDAdapter(SourceAdapter):
         df = read_csv(self.root / self.options["metadata"], ("patientid", "finding", "modality", "filename"), "CCD metadata")
         max_px = self.limits.max_rows * self.limits.max_columns
         out: list[Record] = []
-        for row in df.to_dict("records"):
+        for i, row in enumerate(df.to_dict("records"), start=2):
             modality = {"x-ray": "xray", "xray": "xray", "ct": "ct"}.get(str(row["modality"]).strip().lower())
             if modality is None or modality not in wanted:
                 self.skipped["other_modality"] += 1
@@ -50,25 +52,29 @@ class CCDAdapter(SourceAdapter):
             if view_set is not None and str(row.get("view", "")).strip().lower() not in view_set:
                 self.skipped["view"] += 1
                 continue
+            patient = str(row["patientid"]).strip()
+            folder = str(row.get("folder", "") or "images").strip() or "images"
+            raw_key = f"{folder}/{row['filename']}"
             label = map_label(row["finding"], label_map)
             if label is None:
-                self.skipped["unmapped_label"] += 1
+                self.reject(raw_key, unknown_label_reason(row["finding"]), row=i, patient_key=patient)
                 continue
-            folder = str(row.get("folder", "") or "images").strip() or "images"
             try:
-                key = relative_key(f"{folder}/{row['filename']}")
+                key = relative_key(raw_key)
             except ValueError:
-                self.skipped["bad_path"] += 1
+                self.reject(raw_key, "bad_path", row=i, patient_key=patient)
                 continue
             path = self.root / key
-            if not image_files.is_image_file(path):
-                self.skipped["missing_or_unsupported_file"] += 1
+            if path.suffix.lower() not in image_files.IMAGE_SUFFIXES:
+                self.skipped["unsupported_file"] += 1  # the NIfTI volumes
                 continue
-            patient = str(row["patientid"]).strip()
+            if not image_files.is_image_file(path):
+                self.reject(key, "missing_file", row=i, patient_key=patient)
+                continue
             out.append(Record(
                 key=key, modality=modality, kind="xray" if modality == "xray" else "ct_slice2d", label=label,
                 load=image_files.image_loader(path, max_px), patient_key=patient,
                 study_key=f"{patient}\x1f{str(row.get('offset', '')).strip()}",
-                rtpcr_initial=to_rtpcr(row.get("RT_PCR_positive", "")),
+                rtpcr_initial=to_rtpcr(row.get("RT_PCR_positive", "")), row=i,
             ))
         return out

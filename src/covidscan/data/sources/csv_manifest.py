@@ -20,8 +20,15 @@ Label mapping (``/work/shared/realdata-dev/manifest.csv`` uses covid / non_covid
 * ``non_covid``: the ``finding`` decides when it names a class other than covid19 ("No Finding" ->
   ``normal``; a pathogen, "Pneumonia", "SARS", "ARDS", "Lipoid" -> ``pneumonia``; "Influenza" ->
   ``influenza``); otherwise (no finding, or unspecific text such as "non-COVID (crawled)") the option
-  ``non_covid_label`` (default ``normal``);
-* option ``label_map`` (raw label or finding text -> class) overrides all of this.
+  ``non_covid_label`` (default ``normal``), a documented default counted in ``defaulted``
+  (``non_covid_label=normal``) so the run summary says how many rows took it;
+* option ``label_map`` (raw label or finding text -> class) overrides all of this;
+* any other text nothing maps is never guessed: the row is quarantined with the reason
+  ``unknown label '<text>'``.
+
+Bad rows: a row whose file is missing is quarantined (``missing_file``); a file that turns out empty,
+truncated or undecodable is quarantined by ingest when it is read. Both carry the row's line number
+(the header is line 1), never its path. Every other row is ingested.
 
 Kinds: images -> ``xray`` or ``ct_slice2d``; a DICOM file -> ``xray`` (X-ray) or ``ct_volume`` (CT, a
 multi-frame or single-slice file); a folder -> ``ct_volume``.
@@ -33,7 +40,7 @@ from pathlib import Path
 
 from covidscan.config import CLASSES
 from covidscan.data.sources import Record, SourceAdapter, dicom_records, image_files
-from covidscan.data.sources.labels import check_label_map, map_label
+from covidscan.data.sources.labels import check_label_map, map_label, unknown_label_reason
 from covidscan.data.sources.tables import read_csv, relative_key, to_float, to_rtpcr
 from covidscan.errors import DataError
 
@@ -48,16 +55,19 @@ class CsvAdapter(SourceAdapter):
     default_origin = "public"
     OPTIONS = {"csv": "manifest.csv", "label_map": {}, "non_covid_label": "normal", "use_group_id": True}
 
-    def _label(self, row: dict[str, str], label_map: dict[str, str]) -> str | None:
+    def _label(self, row: dict[str, str], label_map: dict[str, str]) -> tuple[str | None, bool]:
+        """(class or None, whether it is the ``non_covid_label`` default)."""
         raw = str(row["label"]).strip()
         finding = str(row.get("finding", "")).strip()
         for text in (raw, finding):
             if text and text.lower() in {k.lower() for k in label_map}:
-                return map_label(text, label_map)
+                return map_label(text, label_map), False
         if raw.lower() in _NON_COVID:
             found = map_label(finding) if finding else None
-            return found if found not in (None, "covid19") else self.options["non_covid_label"]
-        return map_label(raw)
+            if found not in (None, "covid19"):
+                return found, False
+            return self.options["non_covid_label"], True
+        return map_label(raw), False
 
     def records(self) -> list[Record]:
         label_map = check_label_map(self.options["label_map"], f"data.sources[{self.spec.name}].options.label_map")
@@ -72,20 +82,23 @@ class CsvAdapter(SourceAdapter):
             modality = _MODALITY.get(str(row["modality"]).strip().lower())
             if modality is None:
                 raise DataError(f"{csv_path}: row {i}: modality must be one of {sorted(_MODALITY)}, got {row['modality']!r}")
-            label = self._label(row, label_map)
-            if label is None:
-                self.skipped["unmapped_label"] += 1
-                continue
             try:
                 key = relative_key(row["path"])
             except ValueError:
                 raise DataError(f"{csv_path}: row {i}: 'path' must be relative to the CSV's folder") from None
-            path = base / key
-            if not path.exists():
-                self.skipped["missing_file"] += 1
-                continue
             group = str(row.get("group_id", "")).strip() if self.options["use_group_id"] else ""
             patient = group or str(row["patient_id"]).strip() or key
+            row_source = str(row.get("source", "")).strip() or None
+            label, by_default = self._label(row, label_map)
+            if label is None:
+                self.reject(key, unknown_label_reason(row["label"]), row=i, patient_key=patient, source=row_source)
+                continue
+            path = base / key
+            if not path.exists():
+                self.reject(key, "missing_file", row=i, patient_key=patient, source=row_source)
+                continue
+            if by_default:
+                self.defaulted[f"non_covid_label={label}"] += 1
             header = None
             if path.is_dir():
                 kind, load = "ct_volume", dicom_records.series_loader(path, self.limits)
@@ -103,10 +116,10 @@ class CsvAdapter(SourceAdapter):
             out.append(Record(
                 key=key, modality=modality, kind=kind, label=label, load=load, header=header,
                 patient_key=patient, study_key=str(row.get("study_id", "")).strip() or key,
-                source=str(row.get("source", "")).strip() or None,
+                source=row_source,
                 centre=str(row.get("centre", "")).strip() or None,
                 origin=origin if origin in ("public", "hospital") else None,
                 rtpcr_initial=to_rtpcr(row.get("rtpcr_initial", "")),
-                severity=to_float(row.get("severity", "")),
+                severity=to_float(row.get("severity", "")), row=i,
             ))
         return out

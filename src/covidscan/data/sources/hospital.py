@@ -19,7 +19,7 @@ from typing import Any
 
 from covidscan.data.sources import Record, SourceAdapter
 from covidscan.data.sources import dicom_records, image_files
-from covidscan.data.sources.labels import check_label_map, map_label
+from covidscan.data.sources.labels import check_label_map, map_label, unknown_label_reason
 from covidscan.data.sources.tables import read_csv, relative_key, to_float, to_int, to_rtpcr
 from covidscan.errors import DataError
 
@@ -63,12 +63,13 @@ class HospitalAdapter(SourceAdapter):
             modality = str(row["modality"]).strip().lower()
             if modality not in ("xray", "ct"):
                 raise DataError(f"{labels_csv}: row {i}: modality must be xray or ct, got {row['modality']!r}")
+            row_source = str(row.get("source", "")).strip() or None
             if label is None:
-                self.skipped["unmapped_label"] += 1
+                self.reject(key, unknown_label_reason(row["label"]), row=i, source=row_source)
                 continue
             path = self.root / key
             if not path.exists():
-                self.skipped["missing_file"] += 1
+                self.reject(key, "missing_file", row=i, source=row_source)
                 continue
             max_px = self.limits.max_rows * self.limits.max_columns
             if path.is_file() and image_files.is_image_file(path):
@@ -95,12 +96,12 @@ class HospitalAdapter(SourceAdapter):
             out.append(Record(
                 key=key, modality=modality, kind=kind, label=label, load=load, header=header,
                 patient_key=patient_key, study_key=study_key,
-                source=str(row.get("source", "")).strip() or None,
+                source=row_source,
                 centre=str(row.get("centre", "")).strip() or None,
                 origin=origin if origin in ("public", "hospital") else None,
                 rtpcr_initial=to_rtpcr(row.get("rtpcr_initial", "")),
                 severity=to_float(row.get("severity", "")),
-                clinical=clin, annotations=ann, reads=rd,
+                clinical=clin, annotations=ann, reads=rd, row=i,
             ))
         return out
 

@@ -5,7 +5,7 @@
 ```
 The folder name is mapped to a class with option ``label_map`` first, then
 :func:`~covidscan.data.sources.labels.map_label` (``COVID``, ``covid-19``, ``Normal``,
-``Viral Pneumonia``, ``influenza`` ...); unmapped folders are skipped. Option ``modality``
+``Viral Pneumonia``, ``influenza`` ...); the images of an unmapped folder are quarantined (``unknown label '<folder>'``). Option ``modality``
 (``xray`` default, or ``ct`` for CT slices published as images -> ``ct_slice2d``). Patients: option
 ``patient_regex`` (a regular expression on the file stem whose first group is the patient key, e.g.
 ``'^(\\d+)_'``); without it every image is its own patient, and splitting by patient cannot catch
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from covidscan.data.sources import Record, SourceAdapter, image_files
-from covidscan.data.sources.labels import check_label_map, map_label
+from covidscan.data.sources.labels import check_label_map, map_label, unknown_label_reason
 
 
 class ImageFolderAdapter(SourceAdapter):
@@ -45,7 +45,8 @@ class ImageFolderAdapter(SourceAdapter):
             files = folder.rglob("*") if self.options["recursive"] else folder.iterdir()
             images = sorted(p for p in files if image_files.is_image_file(p))
             if label is None:
-                self.skipped["unmapped_label"] += len(images)
+                for path in images:
+                    self.reject(path.relative_to(self.root).as_posix(), unknown_label_reason(folder.name))
                 continue
             for path in images:
                 key = path.relative_to(self.root).as_posix()

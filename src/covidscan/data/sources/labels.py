@@ -67,6 +67,26 @@ def map_label(text: str | None, label_map: Mapping[str, str] | None = None) -> s
     return None
 
 
+UNKNOWN_LABEL_MAX_CHARS = 60
+
+
+def unknown_label_reason(text: object) -> str:
+    """The quarantine reason for label text nothing maps: ``unknown label '<text>'``.
+
+    The text is a source's label vocabulary, not a header value; it is still cleaned for logs and
+    tables: control characters become spaces, whitespace is collapsed, quotes are dropped, and it is
+    cut to :data:`UNKNOWN_LABEL_MAX_CHARS` characters (``...`` marks a cut).
+
+    Examples:
+        >>> unknown_label_reason("  Tuberculosis ")
+        "unknown label 'Tuberculosis'"
+    """
+    clean = " ".join("".join(c if c.isprintable() else " " for c in str(text)).replace("'", "").split())
+    if len(clean) > UNKNOWN_LABEL_MAX_CHARS:
+        clean = clean[: UNKNOWN_LABEL_MAX_CHARS - 3] + "..."
+    return f"unknown label '{clean}'"
+
+
 def check_label_map(label_map: object, where: str) -> dict[str, str]:
     """Validate a ``label_map`` option: a mapping of text -> one of the four classes."""
     from covidscan.errors import ConfigError

@@ -59,7 +59,7 @@ class RSNAAdapter(SourceAdapter):
                 continue
             path = images / f"{pid}.dcm"
             if not path.is_file():
-                self.skipped["missing_file"] += 1
+                self.reject(pid, "missing_file")
                 continue
             out.append(Record(
                 key=pid, modality="xray", kind="xray", label=label,
