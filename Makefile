@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install demo test test-fast repro push mlflow-ui serve bento lock salt clean distclean
+.PHONY: help install demo test test-fast repro realdata push mlflow-ui serve bento lock salt clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,6 +34,14 @@ salt: install  ## create the de-identification salt outside the repository if no
 
 repro: install salt  ## run the DVC pipeline (only what changed)
 	$(BIN)/dvc repro
+
+REALDATA ?= ../shared/realdata-dev
+realdata: install salt  ## real images only (REALDATA=folder in realdata-dev's format): dvc import-url it, profile realdata, dvc repro
+	@test -f "$(REALDATA)/manifest.csv" || { echo "error: $(REALDATA)/manifest.csv: not found (REALDATA=<a folder with manifest.csv>; docs/REALDATA.md)" >&2; exit 2; }
+	@test -e data/raw/realdata-dev.dvc || $(BIN)/dvc import-url "$(abspath $(REALDATA))" data/raw/realdata-dev
+	@sed -i 's/^profile: .*/profile: realdata/' params.yaml && echo "params.yaml: profile: realdata (set it back to demo for the synthetic demo)"
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
 
 push: install  ## push DVC-tracked data and models to the configured remote (local by default)
 	$(BIN)/dvc push -q
