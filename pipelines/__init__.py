@@ -5,6 +5,7 @@ Run as ``python -m pipelines.<stage>`` from the project root (dvc.yaml does this
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -17,6 +18,7 @@ from pydantic import PrivateAttr, ValidationError, model_validator
 from covidscan.config import EFFECTIVE_DIR, STAGE_SECTIONS, Params, RunConfig
 from covidscan.environment import quiet_telemetry
 from covidscan.errors import ConfigError, CovidscanError
+from pipelines import layout
 
 _FIELDS = frozenset(Params.model_fields)
 
@@ -106,6 +108,16 @@ def load_stage_params(stage: str, path: str | Path | None = None) -> StageParams
     params._stage = stage
     params._declared = declared
     return params
+
+
+def add_path_options(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    """Declare the shared input path options ``names`` (keys of :data:`pipelines.layout.INPUT_OPTIONS`:
+    ``ingest``, ``splits``, ``processed``, ``teachers``) on a stage's parser, with the layout's defaults;
+    dvc.yaml passes each one explicitly."""
+    for name in names:
+        flag, default, text = layout.INPUT_OPTIONS[name]
+        parser.add_argument(flag, type=Path, default=default, help=f"{text} (default: {default})")
+    return parser
 
 
 def _mark_repro_failed() -> None:

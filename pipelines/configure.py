@@ -25,10 +25,14 @@ log = logging.getLogger("pipelines.configure")
 TUNED_STAGES = ("distill",)  # stages that train with params/tuned.yaml when tune.use_tuned is true
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tuned", action="store_true", help=f"write only {', '.join(TUNED_STAGES)}, with params/tuned.yaml applied")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tuned", action="store_true", help=f"write only {', '.join(TUNED_STAGES)}, with params/tuned.yaml applied")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     params = load_params()  # fails here, before MLflow is even imported, on a bad key
     if args.tuned:
         from covidscan.tuning.tuned import resolve_tuned

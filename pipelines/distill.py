@@ -1,6 +1,7 @@
 """DVC stage `distill`: the student per 2D task, distilled from the teachers, plus a no-KD control.
 
-    python -m pipelines.distill [--val-fold 0]
+    python -m pipelines.distill [--val-fold 0] [--processed data/processed] [--splits data/splits/splits.parquet]
+        [--ingest data/interim/ingest] [--teachers models/teachers] [--models-dir models] [--metrics metrics/distill.json]
 
 For each task (``xray``, ``ct``; their classes, see covidscan.training.tasks) the student (CNNCF with
 the ``models.cnncf`` defaults, or with ``tune.use_tuned`` the task's tuned architecture, learning rate,
@@ -35,43 +36,48 @@ import json
 import logging
 from pathlib import Path
 
-from pipelines import load_stage_params, stage_main
-from pipelines import training_inputs as ti
+from pipelines import add_path_options, layout, load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.distill")
 
-METRICS = Path("metrics/distill.json")
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--val-fold", type=int, default=0, help="the train-val fold held out for the gate and the threshold")
+    add_path_options(p, "processed", "splits", "ingest", "teachers")
+    p.add_argument("--models-dir", type=Path, default=layout.MODELS, help="where student-<task>.pt is written")
+    p.add_argument("--metrics", type=Path, default=layout.METRICS / "distill.json", help="the DVC metrics file")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--val-fold", type=int, default=0, help="the train-val fold held out for the gate and the threshold")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     from covidscan.errors import DataError
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
-    from covidscan.tracking.runs import EpochLogger, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
     from covidscan.training.distill import TeacherEnsemble, load_teacher_folds, usable_teachers
     from covidscan.training.student import train_student
+    from covidscan.training.tasks import TASKS, load_tables, task_rows
     from covidscan.training.threshold import set_operating_threshold
     from covidscan.tuning.tuned import tuned_params
 
     params = load_stage_params("distill")  # written by configure_tuned: tune.use_tuned already applied (params/tuned.yaml)
-    cv_path = ti.TEACHERS_DIR / "cv.json"
+    cv_path = args.teachers / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else {}
-    data_version = ti.manifest_digest()
-    index, splits = ti.load_tables()
+    data_version = manifest_version(args.ingest / "manifest.parquet")
+    index, splits = load_tables(args.processed, args.splits)
     report: dict[str, dict] = {}
     with stage_run("distill", params.train, experiment=params.run.experiment_name, tags={"data_version": data_version}):
-        for task in ti.TASKS:
-            rows = ti.task_rows(index, splits, task)
+        for task in TASKS:
+            rows = task_rows(index, splits, task)
             if rows[rows["fold"] != args.val_fold].empty or rows[rows["fold"] == args.val_fold].empty:
-                raise DataError(f"task {task}: no train-val records for training or for validation fold {args.val_fold} (data/splits)")
-            teachers = load_teacher_folds(ti.TEACHERS_DIR / task, list(params.models.teachers), cv.get(task, {}))
+                raise DataError(f"task {task}: no train-val records for training or for validation fold {args.val_fold} ({args.splits})")
+            teachers = load_teacher_folds(args.teachers / task, list(params.models.teachers), cv.get(task, {}))
             models, folds = teachers.models, teachers.folds
             if not models:
-                raise DataError(f"task {task}: no teacher fold models under {ti.TEACHERS_DIR / task} (run train_teacher first)")
+                raise DataError(f"task {task}: no teacher fold models under {args.teachers / task} (run train_teacher first)")
             usable, usable_aurocs, closed = usable_teachers(models, teachers.aurocs)
             left_out = [f"{name}-f{folds[name][i]}" for name, i in closed]
             if left_out:
@@ -79,16 +85,16 @@ def main(argv: list[str] | None = None) -> None:
             student_params = tuned_params(params, f"student-{task}")  # unchanged unless tune.use_tuned (tune.tuned is filled)
             if usable:
                 ensemble = TeacherEnsemble(usable, student_params.train.distill, usable_aurocs)  # the student's T
-                kd = train_student(task, rows, args.val_fold, student_params, ensemble, root=ti.PROCESSED, callback=EpochLogger(prefix=f"{task}/kd/"))
-                nokd = train_student(task, rows, args.val_fold, student_params, None, root=ti.PROCESSED, callback=EpochLogger(prefix=f"{task}/nokd/"))
+                kd = train_student(task, rows, args.val_fold, student_params, ensemble, root=args.processed, callback=EpochLogger(prefix=f"{task}/kd/"))
+                nokd = train_student(task, rows, args.val_fold, student_params, None, root=args.processed, callback=EpochLogger(prefix=f"{task}/nokd/"))
             else:
                 log.warning("%s: no teacher fold model opened its Control Gate Block; the student trains on the hard labels only (no distillation)", task)
-                kd = train_student(task, rows, args.val_fold, student_params, None, root=ti.PROCESSED, callback=EpochLogger(prefix=f"{task}/nokd/"))
+                kd = train_student(task, rows, args.val_fold, student_params, None, root=args.processed, callback=EpochLogger(prefix=f"{task}/nokd/"))
                 nokd = kd  # the same run: the student is its own no-KD control
             student = kd.model
             point = set_operating_threshold(student, kd.val_positive, kd.val_score, params.evaluate, f"student-{task}")
             threshold = point.threshold
-            path = save_model(student, Path("models") / f"student-{task}.pt", extra={"val_auroc": kd.val_auroc, "data_version": data_version,
+            path = save_model(student, args.models_dir / f"student-{task}.pt", extra={"val_auroc": kd.val_auroc, "data_version": data_version,
                                                                                       "teachers": {k: len(v) for k, v in models.items()}})  # fmt: skip
             log_loss_curve({"KD": kd.history, "no KD": nokd.history}, f"figures/{task}_loss.png")
             report[task] = {
@@ -103,9 +109,9 @@ def main(argv: list[str] | None = None) -> None:
                 checkpoint={"state_dict": student.state_dict(), "config": student.card.build},
             )  # fmt: skip
             log.info("%s: student val AUROC %.3f vs no-KD %.3f; threshold %.3f -> %s", task, kd.val_auroc, nokd.val_auroc, threshold, path)
-        METRICS.parent.mkdir(parents=True, exist_ok=True)
+        args.metrics.parent.mkdir(parents=True, exist_ok=True)
         clean = json.loads(json.dumps(report, default=float).replace("NaN", "null"))
-        METRICS.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+        args.metrics.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
         log_peak_rss()
 
 

@@ -1,6 +1,8 @@
 """DVC stage `evaluate@<experiment>`: a saved model on an experiment's test set (SPEC.md section 5).
 
     python -m pipelines.evaluate --experiment A [--params build/params/evaluate.json] [--models-dir models]
+        [--processed data/processed] [--splits data/splits/splits.parquet] [--ingest data/interim/ingest]
+        [--ground-truth data/raw/synthetic/ground_truth.json] [--metrics-dir metrics/evaluate] [--reports-dir reports/evaluate]
 
 Reads ``models/<experiment.model>.pt``, ``data/processed``, ``data/splits/splits.parquet`` and
 ``data/interim/ingest`` (manifest, reads, annotations, clinical). Writes ``metrics/evaluate/<exp>.json``
@@ -19,32 +21,34 @@ import logging
 from pathlib import Path
 
 from covidscan.evaluation.experiment_run import EvaluationInputs, evaluate_experiment
-from pipelines import load_stage_params, stage_main
+from pipelines import add_path_options, layout, load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.evaluate")
 
-PROCESSED = Path("data/processed")
-SPLITS = Path("data/splits/splits.parquet")
-INGEST = Path("data/interim/ingest")
-GROUND_TRUTH = Path("data/raw/synthetic/ground_truth.json")
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--stage", default=None, help="DVC stage name for the MLflow run (default: evaluate@<experiment>)")
+    p.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/evaluate.json)")
+    add_path_options(p, "processed", "splits", "ingest")
+    p.add_argument("--ground-truth", type=Path, default=layout.RAW_SYNTHETIC / "ground_truth.json",
+                   help="the synthetic generator's ground truth (its stated correlations), used when present")  # fmt: skip
+    p.add_argument("--models-dir", type=Path, default=layout.MODELS)
+    p.add_argument("--metrics-dir", type=Path, default=layout.METRICS / "evaluate")
+    p.add_argument("--reports-dir", type=Path, default=layout.REPORTS / "evaluate")
+    p.add_argument("--max-gradcam", type=int, default=None, help="Grad-CAM overlays for at most this many test cases (default all)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", required=True)
-    parser.add_argument("--stage", default=None, help="DVC stage name for the MLflow run (default: evaluate@<experiment>)")
-    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/evaluate.json)")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics/evaluate"))
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports/evaluate"))
-    parser.add_argument("--max-gradcam", type=int, default=None, help="Grad-CAM overlays for at most this many test cases (default all)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     params = load_stage_params("evaluate", args.params)
     from covidscan.evaluation.report import flatten_metrics
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
     with stage_run(args.stage or f"evaluate@{args.experiment}", params.evaluate, experiment=params.run.experiment_name):
-        inputs = EvaluationInputs.from_ingest(PROCESSED, SPLITS, INGEST, GROUND_TRUTH)
+        inputs = EvaluationInputs.from_ingest(args.processed, args.splits, args.ingest, args.ground_truth)
         out = evaluate_experiment(params, args.experiment, inputs, args.models_dir, args.metrics_dir, args.reports_dir, args.max_gradcam)
         flat = {k: float(v) for k, v in flatten_metrics(out.metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         log_metrics({k.replace("+", "_"): v for k, v in flat.items()})

@@ -1,6 +1,6 @@
 """Stage `ingest`: every source in params.data.sources -> data/interim/ingest/.
 
-    python -m pipelines.ingest [--params build/params/ingest.json] [--out data/interim/ingest]
+    python -m pipelines.ingest [--params build/params/ingest.json] [--out data/interim/ingest] [--no-progress]
 
 Reads the typed params, loads the salt (data.deid: an environment variable or a file outside the
 repository), runs :func:`covidscan.data.ingest.ingest` and prints the per-source summary. The folder
@@ -15,28 +15,30 @@ import argparse
 from pathlib import Path
 import logging
 
-from pipelines import load_stage_params, stage_main
+from pipelines import layout, load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.ingest")
 
-OUT_DIR = "data/interim/ingest"
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.ingest", description="Ingest and de-identify every source.")
+    p.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/ingest.json)")
+    p.add_argument("--out", type=Path, default=layout.INGEST, help="ingest folder (the DVC output)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.ingest", description="Ingest and de-identify every source.")
-    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/ingest.json)")
-    parser.add_argument("--out", default=OUT_DIR, help="ingest folder (the DVC output)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     params = load_stage_params("ingest", args.params)
     from covidscan.data.ingest import ingest
 
     from covidscan.tracking.runs import log_artifact, log_dict, log_metrics, log_table_input, stage_run
 
     with stage_run("ingest", params.data, experiment=params.run.experiment_name):
-        summary = ingest(params.data.sources, params.data, args.out, progress=not args.no_progress)
-        log_table_input(Path(args.out) / "manifest.parquet", name="manifest", context="ingest")
-        log_artifact(Path(args.out) / "summary.parquet", "ingest")
+        summary = ingest(params.data.sources, params.data, str(args.out), progress=not args.no_progress)
+        log_table_input(args.out / "manifest.parquet", name="manifest", context="ingest")
+        log_artifact(args.out / "summary.parquet", "ingest")
         log_dict({"skipped": summary.skipped}, "ingest/skipped.json")
         log_dict(summary.report(), "ingest/report.json")
         log_metrics({"n_records": summary.n_records, "n_quarantined": summary.n_quarantined})

@@ -1,6 +1,7 @@
 """DVC stage `preprocess`: ingest's manifest + arrays -> preprocessed .npy files, index, figures.
 
-    python pipelines/preprocess.py [--params build/params/preprocess.json]
+    python -m pipelines.preprocess [--params build/params/preprocess.json] [--ingest data/interim/ingest]
+        [--out data/processed] [--cache-dir build/cache/preprocess] [--figures-dir reports/figures/preprocess]
 
 Reads ``data/interim/ingest/`` (manifest.parquet, annotations.parquet, the arrays), writes
 ``data/processed/`` (index.parquet, crops.parquet, input_specs.json, the arrays; see
@@ -20,12 +21,7 @@ import pandas as pd
 
 from covidscan.config import PreprocessConfig
 from covidscan.errors import DataError
-from pipelines import load_stage_params, stage_main
-
-INGEST_DIR = Path("data/interim/ingest")
-OUT_DIR = Path("data/processed")
-CACHE_DIR = Path("build/cache/preprocess")
-FIGURES_DIR = Path("reports/figures/preprocess")
+from pipelines import add_path_options, layout, load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.preprocess")
 
@@ -59,20 +55,24 @@ def write_figures(index: pd.DataFrame, processed_dir: Path, figures_dir: Path, c
     return written
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/preprocess.json)")
+    add_path_options(p, "ingest")
+    p.add_argument("--out", type=Path, default=layout.PROCESSED, help="the preprocessed folder (the DVC output)")
+    p.add_argument("--cache-dir", type=Path, default=layout.CACHE / "preprocess", help="the content-hash cache (outside the DVC outs)")
+    p.add_argument("--figures-dir", type=Path, default=layout.REPORTS / "figures" / "preprocess")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: run.num_workers, at least 1)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/preprocess.json)")
-    parser.add_argument("--ingest-dir", type=Path, default=INGEST_DIR)
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
-    parser.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
-    parser.add_argument("--no-figures", action="store_true")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: run.num_workers, at least 1)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     from covidscan.preprocess.cache import preprocess_manifest
 
     params = load_stage_params("preprocess", args.params)
-    manifest_path = args.ingest_dir / "manifest.parquet"
+    manifest_path = args.ingest / "manifest.parquet"
     if not manifest_path.is_file():
         raise DataError(f"{manifest_path}: not found (run the ingest stage first)")
     manifest = pd.read_parquet(manifest_path)
@@ -80,14 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.tracking.runs import log_artifact, log_metrics, stage_run
 
     with stage_run("preprocess", params.preprocess, experiment=params.run.experiment_name):
-        index = preprocess_manifest(manifest, args.ingest_dir, params.preprocess, args.out_dir, cache_dir=args.cache_dir, workers=workers)
+        index = preprocess_manifest(manifest, args.ingest, params.preprocess, args.out, cache_dir=args.cache_dir, workers=workers)
         counts = index["input_kind"].value_counts().to_dict()
         log.info("index: %d records (%s); cache hits %d, misses %d", len(index), counts, index.attrs["hits"], index.attrs["misses"])
         if not args.no_figures:
-            for path in write_figures(index, args.out_dir, args.figures_dir, params.preprocess, params.run.seed):
+            for path in write_figures(index, args.out, args.figures_dir, params.preprocess, params.run.seed):
                 log.info("figure: %s", path)
                 log_artifact(path, "figures")
-        log_artifact(args.out_dir / "input_specs.json", "preprocess")
+        log_artifact(args.out / "input_specs.json", "preprocess")
         log_metrics({"cache_hits": index.attrs["hits"], "cache_misses": index.attrs["misses"], "n_records": len(index)})
 
 

@@ -1,6 +1,8 @@
 """DVC stage `register`: each newly trained model version -> `challenger`; the gate moves `champion`.
 
     python -m pipelines.register [--params build/params/register.json] [--models covidscan-student-xray ...]
+        [--processed data/processed] [--splits data/splits/splits.parquet] [--ingest data/interim/ingest]
+        [--reports-dir reports/evaluate] [--out metrics/register.json]
 
 For every registered model named in ``params.registry.gates`` (registered name -> gating experiment),
 the newest version becomes ``challenger`` and is compared with the current ``champion`` on the
@@ -23,35 +25,35 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import load_stage_params, stage_main
+from pipelines import add_path_options, layout, load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.register")
 
-PROCESSED = Path("data/processed")
-SPLITS = Path("data/splits/splits.parquet")
-INGEST = Path("data/interim/ingest")
-REPORTS = Path("reports/evaluate")
-METRICS = Path("metrics/register.json")
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/register.json)")
+    p.add_argument("--models", nargs="*", default=None, help="registered names (default: every key of registry.gates)")
+    add_path_options(p, "processed", "splits", "ingest")
+    p.add_argument("--reports-dir", type=Path, default=layout.REPORTS / "evaluate", help="the evaluate stage's reports (<exp>/model_card.html)")
+    p.add_argument("--out", type=Path, default=layout.METRICS / "register.json", help="the decisions (DVC metrics)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/register.json)")
-    parser.add_argument("--models", nargs="*", default=None, help="registered names (default: every key of registry.gates)")
-    parser.add_argument("--out", type=Path, default=METRICS)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     params = load_stage_params("register", args.params)
 
     from covidscan.errors import DataError
     from covidscan.evaluation.promotion import GateData, gate_registered
     from covidscan.tracking.registry import latest_version
 
-    for path in (SPLITS, PROCESSED / "index.parquet", INGEST / "manifest.parquet"):
+    for path in (args.splits, args.processed / "index.parquet", args.ingest / "manifest.parquet"):
         if not path.is_file():
             raise DataError(f"{path}: not found (run the upstream stages first)")
-    clinical = INGEST / "clinical.parquet"
-    data = GateData(PROCESSED, pd.read_parquet(SPLITS), pd.read_parquet(PROCESSED / "index.parquet"), pd.read_parquet(INGEST / "manifest.parquet"),
-                    pd.read_parquet(clinical) if clinical.is_file() else None)  # fmt: skip
+    clinical = args.ingest / "clinical.parquet"
+    data = GateData(args.processed, pd.read_parquet(args.splits), pd.read_parquet(args.processed / "index.parquet"),
+                    pd.read_parquet(args.ingest / "manifest.parquet"), pd.read_parquet(clinical) if clinical.is_file() else None)  # fmt: skip
     from covidscan.tracking.runs import log_metrics, stage_run
 
     report: dict[str, dict] = {}
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             exp = params.registry.gates.get(name, "")
             try:
-                version, decision = gate_registered(name, None, params, data, REPORTS / exp / "model_card.html")
+                version, decision = gate_registered(name, None, params, data, args.reports_dir / exp / "model_card.html")
             except DataError as err:  # e.g. a test set with one class: no decision, the champion stays
                 log.warning("%s: no promotion decision (%s); champion unchanged", name, err)
                 report[name] = {"experiment": exp, "promote": False, "reason": f"no decision: {err}"}

@@ -14,15 +14,19 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipelines import load_stage_params, stage_main
+from pipelines import add_path_options, layout, load_stage_params, stage_main
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/split.json)")
+    add_path_options(p, "ingest")
+    p.add_argument("--out", type=Path, default=layout.SPLITS, help="the splits folder (splits.parquet, summary.json)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/split.json)")
-    parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
-    parser.add_argument("--out", type=Path, default=Path("data/splits"))
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     from covidscan.data.splits import split_manifest, write_splits
     from covidscan.errors import ConfigError

@@ -1,6 +1,7 @@
 """DVC stage `train_csacnet`: the 3D CSAC-Net (Yao et al. 2021) on CSDS, centre-held-out.
 
-    python -m pipelines.train_csacnet [--val-fold 0]
+    python -m pipelines.train_csacnet [--val-fold 0] [--processed data/processed] [--splits data/splits/splits.parquet]
+        [--ingest data/interim/ingest] [--out models/csacnet.pt]
 
 Input: ``ct_volume`` (1 x volume_slices x volume_size x volume_size, [0, 1]); binary labels (covid19
 vs the rest); train part = the training centres minus train-val fold ``--val-fold`` (the validation
@@ -17,38 +18,42 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipelines import load_stage_params, stage_main
-from pipelines import training_inputs as ti
+from pipelines import add_path_options, layout, load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.train_csacnet")
 
-OUT = Path("models/csacnet.pt")
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--val-fold", type=int, default=0)
+    add_path_options(p, "processed", "splits", "ingest")
+    p.add_argument("--out", type=Path, default=layout.MODELS / "csacnet.pt", help="the trained model")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--val-fold", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
-    from covidscan.tracking.runs import EpochLogger, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
     from covidscan.training.datasets import example_batch
+    from covidscan.training.tasks import load_tables, predict
     from covidscan.training.threshold import set_operating_threshold
-    from covidscan.training.volume import train_volume_model, volume_split
+    from covidscan.training.volume import train_volume_model, volume_dataset, volume_split
 
     params = load_stage_params("train_csacnet")
-    index, splits = ti.load_tables()
+    index, splits = load_tables(args.processed, args.splits)
     train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
-    data_version = ti.manifest_digest()
+    data_version = manifest_version(args.ingest / "manifest.parquet")
     with stage_run("train_csacnet", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": data_version}):
-        model, result = train_volume_model("csacnet", params, train_rows, val_rows, root=ti.PROCESSED, callback=EpochLogger())
-        val = ti.volume_dataset(val_rows)
-        val_scores = ti.predict(model, val)[:, 1]
+        model, result = train_volume_model("csacnet", params, train_rows, val_rows, root=args.processed, callback=EpochLogger())
+        val = volume_dataset(val_rows, root=args.processed)
+        val_scores = predict(model, val)[:, 1]
         val_auroc = auroc_exact(val_rows["y"].to_numpy(), val_scores)
         point = set_operating_threshold(model, val_rows["y"].to_numpy(), val_scores, params.evaluate, "csacnet")
-        save_model(model, OUT, extra={"history": result.history, "n_train": len(train_rows), "n_val": len(val_rows),
+        save_model(model, args.out, extra={"history": result.history, "n_train": len(train_rows), "n_val": len(val_rows),
                                       "threshold_rule": point.rule, "threshold_note": point.note})  # fmt: skip
         log_loss_curve({"CSAC-Net": result.history}, "figures/loss.png")
         log_metrics({"val_auroc_final": val_auroc, "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(test_rows),
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             checkpoint={"state_dict": model.state_dict(), "config": model.card.build},
         )  # fmt: skip
         log_peak_rss()
-    log.info("CSAC-Net: train %d, validation %d (AUROC %.3f) -> %s", len(train_rows), len(val_rows), val_auroc, OUT)
+    log.info("CSAC-Net: train %d, validation %d (AUROC %.3f) -> %s", len(train_rows), len(val_rows), val_auroc, args.out)
 
 
 if __name__ == "__main__":

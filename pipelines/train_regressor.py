@@ -1,6 +1,7 @@
 """DVC stage `train_regressor`: CNNRF on the lesion crops of CADS -> the five clinical indicators.
 
-    python -m pipelines.train_regressor [--val-fold 0]
+    python -m pipelines.train_regressor [--val-fold 0] [--processed data/processed] [--splits data/splits/splits.parquet]
+        [--ingest data/interim/ingest] [--out models/cnnrf.pt]
 
 Samples are the lesion crops (``data/processed/lesion_crop``, one file of crops per record) of the
 CADS train-val part; each crop's target is its record's five indicators (clinical.parquet: wbc,
@@ -22,12 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import load_stage_params, stage_main
-from pipelines import training_inputs as ti
+from pipelines import add_path_options, layout, load_stage_params, stage_main
 
 log = logging.getLogger("pipelines.train_regressor")
 
-OUT = Path("models/cnnrf.pt")
 SUBSET = "CADS"
 
 
@@ -41,48 +40,56 @@ def crop_items(rows: pd.DataFrame, targets: pd.DataFrame) -> list[tuple[str, int
     return items
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--val-fold", type=int, default=0)
+    add_path_options(p, "processed", "splits", "ingest")
+    p.add_argument("--out", type=Path, default=layout.MODELS / "cnnrf.pt", help="the trained model")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--val-fold", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     from covidscan.errors import DataError
     from covidscan.models.card import TargetRange
     from covidscan.models.cnnrf import CLINICAL_INDICATORS
     from covidscan.models.zoo import save_model
     from covidscan.tracking.registry import log_model
-    from covidscan.tracking.runs import EpochLogger, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
     from covidscan.training.datasets import CropDataset, example_batch
     from covidscan.training.loop import train
+    from covidscan.training.tasks import build_regressor, load_tables, predict, subset_rows
 
     params = load_stage_params("train_regressor")
-    index, splits = ti.load_tables()
-    if not ti.CLINICAL.is_file():
-        raise DataError(f"{ti.CLINICAL}: not found (run the ingest stage)")
+    index, splits = load_tables(args.processed, args.splits)
+    clinical_path = args.ingest / "clinical.parquet"
+    if not clinical_path.is_file():
+        raise DataError(f"{clinical_path}: not found (run the ingest stage)")
     indicators = list(CLINICAL_INDICATORS)
-    clinical = pd.read_parquet(ti.CLINICAL).set_index("record_id")[indicators].astype(float)
-    rows = ti.subset_rows(index, splits, SUBSET)
+    clinical = pd.read_parquet(clinical_path).set_index("record_id")[indicators].astype(float)
+    rows = subset_rows(index, splits, SUBSET)
     rows = rows[(rows["n_crops"] > 0) & rows["record_id"].isin(clinical.index)]
     if rows.empty:
-        raise DataError(f"{SUBSET}: no train-val records with lesion crops and clinical indicators (data/splits, data/processed)")
+        raise DataError(f"{SUBSET}: no train-val records with lesion crops and clinical indicators ({args.splits}, {args.processed})")
     train_rows, val_rows = rows[rows["fold"] != args.val_fold], rows[rows["fold"] == args.val_fold]
     if train_rows.empty:
         train_rows, val_rows = rows, rows.iloc[:0]
     target_range = TargetRange(tuple(indicators), tuple(clinical.loc[train_rows["record_id"]].min()), tuple(clinical.loc[train_rows["record_id"]].max()))
     normalised = pd.DataFrame(target_range.normalise(clinical.to_numpy(float)), index=clinical.index, columns=indicators)
-    train_set = CropDataset(crop_items(train_rows, normalised), root=ti.PROCESSED)
-    val_set = CropDataset(crop_items(val_rows, normalised), root=ti.PROCESSED) if not val_rows.empty else None
-    data_version = ti.manifest_digest()
+    train_set = CropDataset(crop_items(train_rows, normalised), root=args.processed)
+    val_set = CropDataset(crop_items(val_rows, normalised), root=args.processed) if not val_rows.empty else None
+    data_version = manifest_version(args.ingest / "manifest.parquet")
     with stage_run("train_regressor", params.train.regressor, experiment=params.run.experiment_name, tags={"data_version": data_version}):
-        model = ti.build_regressor(params.models, params.preprocess, target_range=target_range)
+        model = build_regressor(params.models, params.preprocess, target_range=target_range)
         logger = EpochLogger()
         result = train(model, train_set, val_set, optim=params.train.regressor, run=params.run, task="regression", keep=params.train.keep if val_set is not None else "last", callback=logger)
         model.load_state_dict(result.state_dict)
         extra = {"indicators": indicators, "n_train_records": len(train_rows), "history": result.history}
-        save_model(model, OUT, extra=extra)
+        save_model(model, args.out, extra=extra)
         log_loss_curve({"CNNRF": result.history}, "figures/loss.png")
         if val_set is not None:
-            pred = ti.predict(model, val_set)
+            pred = predict(model, val_set)
             target = np.array(val_set.targets)
             log_metrics({"val_mse_normalised": float(np.mean((pred - target) ** 2))})
         log_metrics({"n_train_crops": len(train_set), "n_val_crops": len(val_set) if val_set is not None else 0})
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             checkpoint={"state_dict": model.state_dict(), "config": model.card.build},  # the config carries the target range
         )  # fmt: skip
         log_peak_rss()
-    log.info("CNNRF: %d training crops from %d records -> %s", len(train_set), len(train_rows), OUT)
+    log.info("CNNRF: %d training crops from %d records -> %s", len(train_set), len(train_rows), args.out)
 
 
 if __name__ == "__main__":

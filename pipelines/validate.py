@@ -17,17 +17,20 @@ import json
 import sys
 from pathlib import Path
 
-from pipelines import load_stage_params, stage_main
+from pipelines import add_path_options, layout, load_stage_params, stage_main
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/validate.json)")
+    add_path_options(p, "ingest", "splits")
+    p.add_argument("--no-splits", action="store_true", help="validate the ingest outputs only")
+    p.add_argument("--out", type=Path, default=layout.REPORTS / "validation", help="summary.json and the data docs")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/validate.json)")
-    parser.add_argument("--ingest", type=Path, default=Path("data/interim/ingest"))
-    parser.add_argument("--splits", type=Path, default=Path("data/splits/splits.parquet"))
-    parser.add_argument("--no-splits", action="store_true", help="validate the ingest outputs only")
-    parser.add_argument("--out", type=Path, default=Path("reports/validation"))
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     from covidscan.data.splits import read_splits
     from covidscan.errors import ValidationFailed

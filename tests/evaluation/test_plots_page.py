@@ -44,9 +44,9 @@ def project(tmp_path) -> Path:
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
     subprocess.run([dvc, "init", "-q"], cwd=repo, check=True, env=env)
-    real = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]["plots"]
-    stage = {"foreach": {e: {"exp": e} for e in EXPERIMENTS}, "do": {"cmd": "true", "plots": real}}
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": stage}}))
+    real = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    stage = {"foreach": {e: {"exp": e} for e in EXPERIMENTS}, "do": {"cmd": "true", "plots": real["stages"]["evaluate"]["do"]["plots"]}}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": real["vars"], "stages": {"evaluate": stage}}))  # the plots name ${paths.reports}
     rng = np.random.default_rng(0)
     for exp in EXPERIMENTS:
         y = rng.integers(0, 2, 200)

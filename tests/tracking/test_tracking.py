@@ -170,3 +170,21 @@ def test_dvc_repro_parent_run_spans_the_repro_and_fails_with_a_stage(tmp_path):
     spent = sum(c.info.end_time - c.info.start_time for c in children)
     assert parent.info.end_time - parent.info.start_time >= spent >= 1500
     assert parent.info.status == "FAILED"
+
+
+def test_dvc_dep_hashes_resolve_dvc_yaml_vars(tmp_path):
+    """A dependency written with dvc.yaml's vars (``${paths.processed}``) gets the upstream output's hash."""
+    import yaml
+
+    from covidscan.tracking.runs import dvc_dep_hashes
+
+    dvc_yaml, dvc_lock = tmp_path / "dvc.yaml", tmp_path / "dvc.lock"
+    dvc_yaml.write_text(yaml.safe_dump({
+        "vars": [{"paths": {"processed": "data/processed", "splits": "data/splits"}}],
+        "stages": {"train": {"cmd": "true", "deps": ["${paths.processed}", "${paths.splits}/splits.parquet", "${item}", "code.py"]}},
+    }))  # fmt: skip
+    dvc_lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "preprocess": {"outs": [{"path": "data/processed", "md5": "aaa.dir"}]},
+        "split": {"outs": [{"path": "data/splits/splits.parquet", "md5": "bbb"}]},
+    }}))  # fmt: skip
+    assert dvc_dep_hashes("train", dvc_yaml, dvc_lock) == {"data/processed": "aaa.dir", "data/splits/splits.parquet": "bbb"}

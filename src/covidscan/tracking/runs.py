@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -130,15 +131,43 @@ def mark_repro_failed(rid: str | None = None) -> list[str]:
     return [run.info.run_id for run in found]
 
 
-def dvc_dep_hashes(stage: str, dvc_yaml: str | Path = "dvc.yaml", dvc_lock: str | Path = "dvc.lock") -> dict[str, str]:
-    """Hashes (from dvc.lock) of the upstream outputs this stage depends on, keyed by path."""
+_DVC_VAR = re.compile(r"\$\{\s*([\w.-]+)\s*\}")
+
+
+def _dvc_interpolate(text: str, context: Mapping[str, Any]) -> str | None:
+    """``text`` with each ``${a.b}`` replaced from ``context`` (dvc.yaml's inline ``vars``); None when one
+    is not there (e.g. a ``foreach`` stage's ``${item}``)."""
+
+    def value(match: re.Match[str]) -> str:
+        found: Any = context
+        for key in match.group(1).split("."):
+            if not isinstance(found, Mapping) or key not in found:
+                raise KeyError(match.group(1))
+            found = found[key]
+        return str(found)
+
     try:
-        stages = yaml.safe_load(Path(dvc_yaml).read_text()).get("stages", {})
+        return _DVC_VAR.sub(value, text)
+    except KeyError:
+        return None
+
+
+def dvc_dep_hashes(stage: str, dvc_yaml: str | Path = "dvc.yaml", dvc_lock: str | Path = "dvc.lock") -> dict[str, str]:
+    """Hashes (from dvc.lock) of the upstream outputs this stage depends on, keyed by path (a dependency
+    written with dvc.yaml's ``vars``, ``${paths.processed}``, is resolved from the inline ``vars``)."""
+    try:
+        doc = yaml.safe_load(Path(dvc_yaml).read_text()) or {}
         lock = yaml.safe_load(Path(dvc_lock).read_text()).get("stages", {}) if Path(dvc_lock).exists() else {}
     except (OSError, yaml.YAMLError):
         return {}
+    stages = doc.get("stages", {})
+    context: dict[str, Any] = {}
+    for entry in doc.get("vars", []) or []:
+        if isinstance(entry, Mapping):  # inline values; a params file named in `vars` is not read here
+            context.update(entry)
     base = stage.split("@")[0]
-    deps = [d for d in (stages.get(base, {}) or {}).get("deps", []) if isinstance(d, str) and "${" not in d]
+    resolved = (_dvc_interpolate(d, context) for d in (stages.get(base, {}) or {}).get("deps", []) if isinstance(d, str))
+    deps = [d for d in resolved if d is not None]
     outs: dict[str, str] = {}
     for entry in lock.values():
         for out in entry.get("outs", []) or []:

@@ -7,6 +7,7 @@
 - `data.py`      memory-mapped `.npy` datasets, the epoch sampler, augmentation hook
 - `datasets.py`  CNNRF's lesion-crop dataset, a model's input example
 - `tasks.py`     the 2D tasks' records and datasets, the builders of every trained network
+- `teacher.py`   one teacher fold model and its out-of-fold table -> `TeacherFold`; the CV aggregate -> `TeacherCV`
 - `student.py`   one student run (with or without distillation) -> `StudentRun`
 - `volume.py`    the 3D networks' centre-held-out split, volume datasets and training run
 - `threshold.py` a classifier's operating threshold, chosen on validation data, set on its card
