@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    from covidscan.errors import NoTrainingData
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.baselines import classic_scores, save_feature_settings, volume_features
     from covidscan.models.zoo import save_model
@@ -74,9 +75,15 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_stage_params("baselines")
     index, splits = load_tables(args.processed, args.splits)
-    train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
+    except NoTrainingData as err:  # no CT volumes among the sources: an empty folder and the reason, not a failure
+        log.warning("no baseline trained (%s); %s is empty", err, out)
+        args.metrics.parent.mkdir(parents=True, exist_ok=True)
+        args.metrics.write_text(json.dumps({"skipped": True, "why": str(err)}, indent=2) + "\n")
+        return
     result: dict[str, dict] = {}
     digest = data_version(args.ingest / "manifest.parquet")
     with stage_run("baselines", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": digest}):

@@ -3,7 +3,7 @@
     python -m pipelines.distill [--val-fold 0] [--processed data/processed] [--splits data/splits/splits.parquet]
         [--ingest data/interim/ingest] [--teachers models/teachers] [--models-dir models] [--metrics metrics/distill.json]
 
-For each task (``xray``, ``ct``; their classes, see covidscan.training.tasks) the student (CNNCF with
+For each task (``xray``, ``ct``, ``ct-slice``; their classes, see covidscan.training.tasks) the student (CNNCF with
 the ``models.cnncf`` defaults, or with ``tune.use_tuned`` the task's tuned architecture, learning rate,
 weight decay, KD alpha/T and gate thresholds from ``params/tuned.yaml``) trains on the train-val part minus an internal validation fold
 (``--val-fold``, default 0; the Control Gate Block opens on it) from the hard labels and the fused
@@ -21,7 +21,8 @@ The operating threshold is chosen on the internal validation fold (covid19 vs re
 ``evaluate.threshold_rule`` (covidscan.evaluation.summary.operating_point; default: the highest
 specificity with sensitivity >= ``evaluate.min_sensitivity``; ``fixed`` -> ``evaluate.threshold``) and
 stored on the model. Writes
-``models/student-<task>.pt``, ``metrics/distill.json`` (student vs no-KD validation AUROC per task)
+``models/student-<task>.pt``, ``metrics/distill.json`` (student vs no-KD validation AUROC per task; a task
+without train-val records writes an empty ``student-<task>.pt`` and ``{"skipped": true, "why": ...}``)
 and logs + registers ``covidscan-student-<task>`` in MLflow with the data version (the ingest
 manifest's sha256, first 16 hex digits).
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
 
     from covidscan.errors import DataError
-    from covidscan.models.zoo import save_model
+    from covidscan.models.zoo import save_model, write_empty_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
     from covidscan.training.distill import TeacherEnsemble, load_teacher_folds, usable_teachers
@@ -72,8 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     with stage_run("distill", params.train, experiment=params.run.experiment_name, tags={"data_version": data_version}):
         for task in TASKS:
             rows = task_rows(index, splits, task)
-            if rows[rows["fold"] != args.val_fold].empty or rows[rows["fold"] == args.val_fold].empty:
-                raise DataError(f"task {task}: no train-val records for training or for validation fold {args.val_fold} ({args.splits})")
+            n_train, n_val = int((rows["fold"] != args.val_fold).sum()), int((rows["fold"] == args.val_fold).sum())
+            if not n_train or not n_val:  # e.g. no CT slices among the sources: an explicit empty output, not a failure
+                why = f"sub-dataset {TASKS[task]['subset']}: {n_train} train-val records for training, {n_val} in validation fold {args.val_fold}"
+                path = write_empty_model(args.models_dir / f"student-{task}.pt")
+                report[task] = {"skipped": True, "why": why}
+                log.warning("%s: no student trained (%s); wrote an empty %s", task, why, path)
+                continue
             teachers = load_teacher_folds(args.teachers / task, list(params.models.teachers), cv.get(task, {}))
             models, folds = teachers.models, teachers.folds
             if not models:

@@ -24,6 +24,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.ingest", description="Ingest and de-identify every source.")
     p.add_argument("--params", type=Path, default=None, help="the stage's effective params (default: build/params/ingest.json)")
     p.add_argument("--out", type=Path, default=layout.INGEST, help="ingest folder (the DVC output)")
+    p.add_argument("--raw", type=Path, default=layout.RAW,
+                   help="the sources' folder (dvc.yaml's dependency of ingest): a source elsewhere is read, but a change to it does not rerun ingest")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -35,6 +37,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from covidscan.tracking.runs import log_artifact, log_dict, log_metrics, log_table_input, stage_run
 
+    raw = args.raw.resolve()
+    for source in params.data.sources:
+        location = Path(source.location).expanduser().resolve()
+        if raw != location and raw not in location.parents:
+            log.warning("data.sources[%s]: %s is outside %s, which DVC tracks for ingest: a change there will not rerun ingest "
+                        "(bring it under %s with `dvc add` or `dvc import-url`; docs/REALDATA.md)", source.name, source.location, args.raw, args.raw)
     with stage_run("ingest", params.data, experiment=params.run.experiment_name):
         summary = ingest(params.data.sources, params.data, str(args.out), progress=not args.no_progress)
         log_table_input(args.out / "manifest.parquet", name="manifest", context="ingest")

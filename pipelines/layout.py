@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # dvc.yaml `vars: paths` (one constant per key, the key in capitals)
+RAW = Path("data/raw")  # every source's folder: the synthetic set and real ones (`dvc add` / `dvc import-url`); ingest's dependency
 RAW_SYNTHETIC = Path("data/raw/synthetic")  # the synthetic hybrid DICOM set (stage synth)
 INGEST = Path("data/interim/ingest")  # de-identified arrays and the ingest tables (stage ingest)
 SPLITS = Path("data/splits")  # the split table and its summary (stage split)

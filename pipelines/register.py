@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, dict] = {}
     with stage_run("register", params.registry, experiment=params.run.experiment_name):
         for name in args.models or list(params.registry.gates):
-            if latest_version(name) is None:
-                log.warning("%s: not registered; skipped", name)
+            if latest_version(name) is None:  # e.g. no CT volumes among the sources: CSAC-Net was not trained
+                why = "no registered version (its training stage had nothing to train, or it never ran)"
+                log.warning("%s: %s; skipped", name, why)
+                report[name] = {"skipped": True, "why": why, "promote": False}
                 continue
             exp = params.registry.gates.get(name, "")
             try:

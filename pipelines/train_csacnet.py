@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
 
     from covidscan.evaluation.curves import auroc_exact
-    from covidscan.models.zoo import save_model
+    from covidscan.errors import NoTrainingData
+    from covidscan.models.zoo import save_model, write_empty_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
     from covidscan.training.datasets import example_batch
@@ -45,7 +46,12 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_stage_params("train_csacnet")
     index, splits = load_tables(args.processed, args.splits)
-    train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
+    try:
+        train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
+    except NoTrainingData as err:  # no CT volumes among the sources: an explicit empty output, not a failure
+        write_empty_model(args.out)
+        log.warning("no CSAC-Net trained (%s); wrote an empty %s", err, args.out)
+        return
     data_version = manifest_version(args.ingest / "manifest.parquet")
     with stage_run("train_csacnet", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": data_version}):
         model, result = train_volume_model("csacnet", params, train_rows, val_rows, root=args.processed, callback=EpochLogger())

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.errors import DataError
     from covidscan.models.card import TargetRange
     from covidscan.models.cnnrf import CLINICAL_INDICATORS
-    from covidscan.models.zoo import save_model
+    from covidscan.models.zoo import save_model, write_empty_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
     from covidscan.training.datasets import CropDataset, example_batch
@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     clinical = pd.read_parquet(clinical_path).set_index("record_id")[indicators].astype(float)
     rows = subset_rows(index, splits, SUBSET)
     rows = rows[(rows["n_crops"] > 0) & rows["record_id"].isin(clinical.index)]
-    if rows.empty:
-        raise DataError(f"{SUBSET}: no train-val records with lesion crops and clinical indicators ({args.splits}, {args.processed})")
+    if rows.empty:  # e.g. public images only: no clinical indicators; an explicit empty output, not a failure
+        write_empty_model(args.out)
+        log.warning("no CNNRF trained (%s: no train-val records with lesion crops and clinical indicators); wrote an empty %s", SUBSET, args.out)
+        return
     train_rows, val_rows = rows[rows["fold"] != args.val_fold], rows[rows["fold"] == args.val_fold]
     if train_rows.empty:
         train_rows, val_rows = rows, rows.iloc[:0]

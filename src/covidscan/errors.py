@@ -25,6 +25,11 @@ class NoTestRecords(DataError):
     """An experiment's test parts hold no record the model can take (its sub-datasets selected nothing)."""
 
 
+class NoTrainingData(DataError):
+    """A training stage's sub-dataset has no train-val records (the sources hold none of its kind):
+    the stage writes explicit empty outputs and says why in its metrics, instead of failing."""
+
+
 class NoModelTrained(DataError):
     """A model file is the explicit empty output of a stage that had nothing to train (its sub-dataset
     selected no records); the stage's metrics say why."""

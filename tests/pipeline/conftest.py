@@ -63,8 +63,8 @@ def dvc_project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def demo_repro(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """The project on the demo profile after a real `dvc repro evaluate_regressor` (synth ... CNNRF's
+    """The project on the demo profile after a real `dvc repro evaluate@CA` (synth ... CNNRF's
     evaluation: about 3 minutes on 2 cores); shared by the demo-scale tests."""
     repo, env = copy_project(tmp_path_factory.mktemp("demo-project"), "demo")
-    run(["dvc", "repro", "evaluate_regressor"], repo, dict(env, OMP_NUM_THREADS="2"), timeout=1500)
+    run(["dvc", "repro", "evaluate@CA"], repo, dict(env, OMP_NUM_THREADS="2"), timeout=1500)
     return repo, env

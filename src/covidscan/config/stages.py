@@ -18,7 +18,7 @@ EFFECTIVE_DIR = Path("build/params")
 # Which top-level sections each DVC stage reads. The `configure` stage writes exactly these, resolved,
 # to build/params/<stage>.json, so DVC reruns a stage only when one of them changes.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "synth": ("synth",),
+    "synth": ("synth", "data"),  # data: generate only when a synthetic source is declared
     "ingest": ("run", "data"),
     "split": ("run", "subsets", "splits"),
     "validate": ("subsets", "splits", "validate"),

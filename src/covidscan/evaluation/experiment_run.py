@@ -466,6 +466,7 @@ def evaluate_experiment(params: Params, name: str, inputs: EvaluationInputs, mod
         return skip_experiment(name, spec, str(err), metrics_dir, out_dir)
     if model.card.task == "regression":
         res = evaluate_regressor(model, model_path, records, params, inputs, out_dir)
+        write_empty_curves(out_dir)  # a regressor has no ROC/PR curve; dvc.yaml's plots still name the files
     else:
         res = evaluate_classifier(model, spec, records, params, inputs, out_dir, max_cam, models_dir)
     metrics = {"experiment": name, "model": spec.model, **res.metrics}

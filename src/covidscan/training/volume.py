@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from covidscan.errors import DataError
+from covidscan.errors import DataError, NoTrainingData
 from covidscan.training.tasks import build_volume_classifier, image_dataset, seeded, subset_rows
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ def volume_split(index: pd.DataFrame, splits: pd.DataFrame, val_fold: int) -> tu
     validation subset is train-val fold ``val_fold``; test = the held-out centres. ``y`` = binary label.
 
     Raises:
-        DataError: no train-val volume records, or ``val_fold`` leaves the training or validation part empty.
+        NoTrainingData: no train-val volume records.
+        DataError: ``val_fold`` leaves the training or validation part empty.
     """
     parts = []
     for part in ("trainval", "test"):
@@ -34,7 +35,7 @@ def volume_split(index: pd.DataFrame, splits: pd.DataFrame, val_fold: int) -> tu
         parts.append(rows.reset_index(drop=True))
     trainval, test = parts
     if trainval.empty:
-        raise DataError(f"{VOLUME_SUBSET}: no train-val ct_volume records (the splits table, the preprocessed index)")
+        raise NoTrainingData(f"{VOLUME_SUBSET}: no train-val ct_volume records (the splits table, the preprocessed index)")
     train, val = trainval[trainval["fold"] != val_fold], trainval[trainval["fold"] == val_fold]
     if train.empty or val.empty:
         raise DataError(f"{VOLUME_SUBSET}: validation fold {val_fold} leaves train {len(train)} / validation {len(val)} records")

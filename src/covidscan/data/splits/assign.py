@@ -82,11 +82,12 @@ def select_subset(
         sel &= manifest["record_id"].isin(require_ids)
     out = manifest.loc[sel]
     if out.empty:
-        have = manifest.groupby(["modality", "kind", "origin", "source", "label"]).size()
+        counts = manifest.groupby(["modality", "kind", "origin", "source", "label"]).size()
+        have = ", ".join(f"{'/'.join(map(str, key))} {int(n)}" for key, n in counts.items())
         raise DataError(
             f"subsets.{name} selects no records (modality={spec.modality}, kinds={spec.kinds or 'all'}, sources={spec.sources}, "
             f"classes={spec.classes}{', with clinical indicators and annotations' if require_ids is not None else ''}); "
-            f"the manifest has (modality, kind, origin, source, label): {dict(have)}"
+            f"the manifest has (modality/kind/origin/source/label): {have}"
         )
     return out
 
