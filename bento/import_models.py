@@ -7,7 +7,9 @@ in the MLflow registry (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db``
 serving bundle (``model.pt`` + ``serving.json``, :mod:`covidscan.serving.bundle`) into a new BentoML
 model ``<name>:<generated version>`` labelled with the registry version and alias, and records the tags
 in ``serving.json`` together with the serving limits. Roles without a registered version are skipped
-(their endpoints answer 503). ``bentoml build`` then pins exactly these model tags.
+and listed in ``serving.json`` as ``not_served`` (role -> ``<name>@<alias>``): the service starts
+without them, ``/info`` names them and their requests answer 503 (many deployments have no CT-slice
+model, ``ctslice``). ``bentoml build`` then pins exactly these model tags.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ log = logging.getLogger("bento.import_models")
 
 
 def import_models(params: Params, alias: str, out: Path) -> dict[str, str]:
-    """Import every available role; returns role -> BentoML model tag (also written to ``out``)."""
+    """Import every available role; returns role -> BentoML model tag (also written to ``out``, with the
+    roles not served)."""
     tags: dict[str, str] = {}
+    not_served: dict[str, str] = {}
     for role, name in params.serve.models.items():
         mv = version_by_alias(name, alias)
         if mv is None:
             log.warning("%s: no version under alias %r in the MLflow registry; role %s not served", name, alias, role)
+            not_served[role] = f"{name}@{alias}"
             continue
         labels = {"registry_version": str(mv.version), "alias": alias, "role": role, "framework": "covidscan"}
         with bentoml.models.create(name, labels=labels, metadata={"mlflow_uri": f"models:/{name}/{mv.version}"}) as model:
@@ -49,6 +54,7 @@ def import_models(params: Params, alias: str, out: Path) -> dict[str, str]:
         raise CovidscanError(f"no served model has a version under alias {alias!r} in the MLflow registry; train and register first")
     config = {
         "models": tags,
+        "not_served": not_served,
         "serve": params.serve.model_dump(mode="json"),
         "limits": params.data.dicom.model_dump(mode="json"),
         "explain": params.evaluate.model_dump(mode="json"),

@@ -1,4 +1,4 @@
-"""covidscan BentoML services: X-ray and CT classification, clinical indicators, Grad-CAM explanations.
+"""covidscan BentoML services: X-ray and CT (a series or one slice) classification, clinical indicators, Grad-CAM explanations.
 
 Two services (BentoML 1.4 ``@bentoml.service`` classes):
 
@@ -11,7 +11,9 @@ Two services (BentoML 1.4 ``@bentoml.service`` classes):
 
 The models are the MLflow registry's ``models:/<name>@champion`` versions, imported into the BentoML
 model store by ``bento/import_models.py`` (which also writes ``bento/serving.json``: role -> BentoML
-model tag, and the serving limits). ``bentoml build`` pins those tags, so a bento always serves the
+model tag, the roles with no registered model (``not_served``, reported by ``/info``), and the serving
+limits). The CT-slice model (role ``ctslice``) is optional: without it the service starts and serves
+the rest, and a single CT slice sent to ``/ct`` gets a 503 naming the missing model. ``bentoml build`` pins those tags, so a bento always serves the
 versions it was built with; every response names the registered model and version.
 
 Responses carry class probabilities, the operating threshold, the model name and version and the
@@ -120,7 +122,7 @@ class Covidscan:
 
     def __init__(self) -> None:
         infos = {role: read_bundle(path) for role, path in _bundles(self).items()}
-        self.preparer = Preparer(infos, SERVE, LIMITS)
+        self.preparer = Preparer(infos, SERVE, LIMITS, CONFIG.get("not_served", {}))
 
     async def __is_ready__(self) -> bool:
         """Ready when the model service answers (its models are loaded)."""
@@ -163,21 +165,18 @@ class Covidscan:
         return self._answer(ctx, work)
 
     @bentoml.api(route="/ct")
-    def ct(self, files: list[Path], ctx: bentoml.Context, models: str = "ct2d,ct3d", spacing_mm: float | None = None) -> dict:
-        """Classify a CT: one zip of a DICOM series, several slice files, a multi-frame file or one .npy (HU).
+    def ct(self, files: list[Path], ctx: bentoml.Context, models: str = "", spacing_mm: float | None = None) -> dict:
+        """Classify a CT: one slice (a PNG/JPEG, or one single-frame CT DICOM) or a series (one zip of a
+        DICOM series, several slice files, a multi-frame file or one .npy in HU).
 
-        ``models``: ``ct2d`` (the 2D student on the dimension-normalised stack), ``ct3d`` (CSAC-Net), or
-        both (comma-separated; roles that are not served are skipped unless none is left).
-        ``spacing_mm``: slice spacing of a .npy volume (needed by ``ct3d``).
+        ``models`` (default: by the upload): a slice goes to ``ctslice`` (the CT-slice student; 503 when
+        it is not served), a series to ``ct2d`` (the 2D student on the dimension-normalised stack) and
+        ``ct3d`` (CSAC-Net); comma-separated to choose (roles that are not served are skipped unless none
+        is left). ``spacing_mm``: slice spacing of a .npy volume (needed by ``ct3d``).
         """
 
         def work() -> dict:
-            wanted = [r.strip() for r in models.split(",") if r.strip()]
-            bad = [r for r in wanted if r not in ("ct2d", "ct3d")]
-            if bad or not wanted:
-                raise UploadError(f"models: expected ct2d and/or ct3d, got {models!r}", 422, "bad_parameter")
-            roles = [r for r in wanted if r in self.preparer.infos] or wanted
-            inputs = self.preparer.ct_inputs(files, roles, spacing_mm)
+            inputs = self.preparer.ct_request(files, models, spacing_mm)
             results = {role: classification_response(self.preparer.info(role), np.asarray(self.models.forward(role=role, batch=x[None]))[0])
                        for role, x in inputs.items()}  # fmt: skip
             from covidscan import RESEARCH_NOTICE
@@ -198,15 +197,16 @@ class Covidscan:
 
     @bentoml.api(route="/explain")
     def explain(self, files: list[Path], ctx: bentoml.Context, model: str = "xray", spacing_mm: float | None = None) -> dict:
-        """Grad-CAM overlay (base64 PNG) and DBSCAN centres for an X-ray (``model=xray``) or a CT (``ct3d``/``ct2d``)."""
+        """Grad-CAM overlay (base64 PNG) and DBSCAN centres for an X-ray (``model=xray``), a CT slice
+        (``ctslice``) or a CT series (``ct3d``/``ct2d``)."""
 
         def work() -> dict:
-            if model not in ("xray", "ct2d", "ct3d"):
-                raise UploadError(f"model: expected xray, ct2d or ct3d, got {model!r}", 422, "bad_parameter")
-            if model == "xray":
+            if model not in ("xray", "ctslice", "ct2d", "ct3d"):
+                raise UploadError(f"model: expected xray, ctslice, ct2d or ct3d, got {model!r}", 422, "bad_parameter")
+            if model in ("xray", "ctslice"):
                 if len(files) != 1:
-                    raise UploadError(f"explain: one X-ray file expected, got {len(files)}", 422, "bad_parameter")
-                x = self.preparer.xray_input(files[0])
+                    raise UploadError(f"explain: one {'X-ray' if model == 'xray' else 'CT slice'} file expected, got {len(files)}", 422, "bad_parameter")
+                x = self.preparer.xray_input(files[0]) if model == "xray" else self.preparer.ct_slice_input(files[0])
             else:
                 x = self.preparer.ct_inputs(files, [model], spacing_mm)[model]
             return self.models.explain(role=model, x=x)
@@ -215,11 +215,12 @@ class Covidscan:
 
     @bentoml.api(route="/info")
     def info(self) -> dict:
-        """The served models (name, registry version, alias, architecture, threshold, labels) and the notice."""
+        """The served models (name, registry version, alias, architecture, input kind, threshold, labels),
+        the roles not served (role -> ``<name>@<alias>`` that had no registered version) and the notice."""
         from covidscan import RESEARCH_NOTICE
 
-        return {"models": {r: {**i.describe(), "threshold": i.threshold, "labels": i.labels} for r, i in self.preparer.infos.items()},
-                "notice": RESEARCH_NOTICE}  # fmt: skip
+        return {"models": {r: {**i.describe(), "input_kind": i.kind, "threshold": i.threshold, "labels": i.labels} for r, i in self.preparer.infos.items()},
+                "not_served": dict(self.preparer.not_served), "notice": RESEARCH_NOTICE}  # fmt: skip
 
 
 Covidscan = bentoml.service(

@@ -45,3 +45,24 @@ def test_untrusted_timeout(tmp_path):
     path = fx.save(fx.xray(), tmp_path / "x.dcm")
     with pytest.raises(D.DecodeTimeoutError, match="longer than"):
         D.decode_untrusted(path, LIMITS, max_memory_mb=256, timeout_s=0.01)  # a spawn alone takes longer
+
+
+def test_untrusted_picture_matches_the_ingest_reader_and_keeps_its_typed_error(tmp_path):
+    import cv2
+
+    from covidscan.data.sources.image_files import read_grey
+    from covidscan.errors import DataError
+
+    grey = (np.random.default_rng(1).random((40, 30)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "s.png"), grey)
+    cv2.imwrite(str(tmp_path / "s.jpg"), grey)
+    for name in ("s.png", "s.jpg"):
+        got = D.decode_untrusted_picture(tmp_path / name, 10**6, max_memory_mb=256, timeout_s=60)
+        np.testing.assert_array_equal(got, read_grey(tmp_path / name, 10**6))
+        assert got.dtype == np.float32 and got.shape == (40, 30)
+    with pytest.raises(DataError, match="exceed the configured limit"):
+        D.decode_untrusted_picture(tmp_path / "s.png", 100, max_memory_mb=256, timeout_s=60)
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.zeros((3000, 3000), np.uint8))  # tiny file, 9 Mpx -> 36 MB float32 and more
+    with pytest.raises(D.DecodeResourceError, match="max_memory_mb"):
+        D.decode_untrusted_picture(big, 10**8, max_memory_mb=8, timeout_s=60)

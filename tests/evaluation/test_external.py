@@ -1,4 +1,5 @@
-"""`covidscan evaluate-external`: a registered model on a second synthetic dataset (another seed), for real.
+"""`covidscan evaluate-external`: a registered model on a second synthetic dataset (another seed), for real;
+and a CT-slice model and an X-ray model on a CSV of CT slice and X-ray images (each scored on its own kind).
 
 The model is registered in a temporary sqlite MLflow store as the training stages register it (with its
 preprocessing); the dataset is written by the synthetic generator and read through the `hospital`
@@ -19,8 +20,6 @@ import pytest
 
 from covidscan.config import load_params
 from tests.conftest import ROOT
-
-pytestmark = pytest.mark.slow
 
 NAME = "covidscan-student-xray"
 
@@ -51,6 +50,7 @@ def registered(tmp_path, monkeypatch):
     return {**os.environ, **env, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_evaluate_external_on_another_synthetic_dataset(tmp_path, registered):
     source = tmp_path / "second-site"
     synth = [sys.executable, "-m", "covidscan.cli", "synth", "--out", str(source), "--scale", "tiny", "--seed", "7"]
@@ -90,3 +90,45 @@ def test_evaluate_external_on_another_synthetic_dataset(tmp_path, registered):
     assert len(runs) == 1
     assert runs[0].data.tags["covidscan.model_uri"] == f"models:/{NAME}@champion"
     assert runs[0].data.metrics
+
+
+def _slice_manifest(root: Path) -> Path:
+    """A CSV manifest in realdata-dev's format: 8 CT slices (PNG) and 4 X-rays (PNG), two sources, two classes."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = ["path,label,patient_id,group_id,modality,source"]
+    for i in range(12):
+        modality = "ct" if i < 8 else "cxr"
+        label = "covid" if i % 2 else "non_covid"
+        rel = f"{modality}/{label}/img{i}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        img = rng.normal(90, 20, (40, 36))
+        img[10:20, 8:18] += 80 * (i % 2)
+        cv2.imwrite(str(root / rel), np.clip(img, 0, 255).astype(np.uint8))
+        rows.append(f"{rel},{label},p{i},g{i},{modality},{'ucsd_covidct' if i % 4 < 2 else 'ccd'}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+@pytest.mark.parametrize("kind, scored, left_out", [("ct_slice2d", 8, {"xray": 4}), ("image2d", 4, {"ct_slice2d": 8})])
+def test_a_ct_slice_model_is_scored_on_the_ct_slices_of_a_csv_and_an_xray_model_on_its_xrays(tmp_path, kind, scored, left_out):
+    """evaluate-external's library call on a CSV of CT slice and X-ray images (no registry: the model object)."""
+    from covidscan.config import Params
+    from covidscan.evaluation.external import evaluate_external, parse_source
+    from covidscan.models.zoo import build_model
+    from tests.serving import tiny_models as tm
+
+    csv = _slice_manifest(tmp_path / "site")
+    params = Params().model_copy(update={"preprocess": tm.TINY_PRE, "evaluate": Params().evaluate.model_copy(update={"bootstrap": 50})})
+    model = build_model("student", tm.TINY_MODELS, input_size=32, class_labels=["normal", "pneumonia", "covid19"], kind=kind).eval()
+    out = tmp_path / "report"
+    result = evaluate_external(model, parse_source(f"csv:{csv}"), params, out, tmp_path / "work", salt=b"external-test-salt-0123")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert result["n"] == metrics["n"] == scored
+    assert metrics["input_kind"] == kind and {k.removeprefix("left_out."): v for k, v in metrics.items() if k.startswith("left_out.")} == left_out
+    assert {k.split(".")[1] for k in metrics if k.startswith("per_source.")} == {"ucsd_covidct", "ccd"}
+    assert "auroc" in metrics or any(k.startswith("auroc.") for k in metrics)
+    card = (out / "model_card.html").read_text()
+    assert kind in card and "research use only" in card.lower()

@@ -14,6 +14,7 @@ from covidscan.preprocess.ct import (
     crop_or_pad_start,
     resample_slices,
     resample_thickness,
+    slice_grey,
     stack_groups,
     thickness_slices,
     volume_slice_index,
@@ -230,3 +231,15 @@ def test_ct_volume_needs_spacing(make_ct):
 def test_ct_rejects_2d_input():
     with pytest.raises(DataError, match="z, y, x"):
         ct_stack(np.zeros((4, 4)), PreprocessConfig())
+
+
+def test_one_hu_slice_is_rendered_with_the_lung_window_as_a_published_slice():
+    cfg = PreprocessConfig()
+    hu = np.array([[-2000, -1600, -600], [400, 1000, -1000]], dtype=np.int16)
+    grey = slice_grey(hu, cfg)
+    assert grey.dtype == np.float32 and grey.shape == (2, 3)
+    np.testing.assert_array_equal(grey, [[0, 0, 128], [255, 255, 76]])  # -1000 HU: (600 / 2000) * 255 = 76.5 -> 76
+    shifted = slice_grey(hu, cfg.model_copy(update={"ct_window_center": -500.0, "ct_window_width": 1000.0}))
+    assert shifted[0, 2] == 102  # -600 HU in [-1000, 0]: the configured window, not a fixed one
+    with pytest.raises(DataError, match="one CT slice"):
+        slice_grey(np.zeros((2, 3, 3), np.int16), cfg)

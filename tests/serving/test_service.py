@@ -67,6 +67,7 @@ def files(tmp_path_factory):
     out["zip"] = buf
     np.save(d / "vol.npy", vol.astype(np.int16))
     out["npy"] = d / "vol.npy"
+    out["ct_slice_dicom"] = fx.save(fx.ct_slice(fx.ramp(30, 28, lo=-1100, hi=300)), d / "ct_slice.dcm")  # one single-frame CT
     crop = (fx.ramp(24, 20) % 256).astype(np.uint8)
     cv2.imwrite(str(d / "crop1.png"), crop)
     cv2.imwrite(str(d / "crop2.png"), 255 - crop)
@@ -110,6 +111,18 @@ def test_ct_matches_the_package_predictor(served, predictor, files, form):
         assert body["results"][role]["model"]["version"] == "1"
 
 
+@pytest.mark.parametrize("key", ["png", "jpeg", "ct_slice_dicom"])
+def test_one_ct_slice_reaches_the_slice_model(served, predictor, files, key):
+    """A PNG/JPEG slice or a single-frame CT DICOM posted to /ct: the CT-slice model answers (alone)."""
+    r = post(served, "ct", [("files", files[key])])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["results"]) == {"ctslice"}
+    result = body["results"]["ctslice"]
+    assert result["model"]["name"] == "covidscan-student-ct-slice" and result["model"]["version"] == "1"
+    np.testing.assert_allclose(probs(result), probs(predictor.predict_ct([files[key]])["results"]["ctslice"]), rtol=0, atol=1e-5)
+
+
 def test_ct_zip_slices_and_npy_agree(served, files):
     bodies = [post(served, "ct", [("files", p) for p in files["slices"]]).json(), post(served, "ct", [("files", files["zip"])]).json(),
               post(served, "ct", [("files", files["npy"])], {"spacing_mm": "2.5"}).json()]  # fmt: skip
@@ -146,6 +159,7 @@ def test_health_ready_metrics(served, files):
     assert "bentoml_service_request_total" in metrics or "request_total" in metrics
     info = requests.post(f"{served.url}/info", json={}, timeout=10).json()
     assert info["models"]["xray"]["version"] == "1" and "notice" in info
+    assert info["models"]["ctslice"]["input_kind"] == "ct_slice2d" and info["not_served"] == {}
 
 
 # ------------------------------------------------------------------------------ hostile corpus
@@ -236,7 +250,10 @@ def _hostile_cases(tmp: Path) -> list[tuple[str, str, list[tuple[str, str, bytes
         ("npy-pickle", "ct", [("files", "v.npy", _npy(np.array([{"a": 1}], dtype=object)))], {}),
         ("npy-2d", "ct", [("files", "v.npy", _npy(np.zeros((8, 8), np.int16)))], {}),
         ("npy-too-big-header", "ct", [("files", "v.npy", _npy(np.zeros((1, 1, 1), np.int16)).replace(b"(1, 1, 1)", b"(900, 900, 9)"))], {}),
-        ("ct-with-xray-png", "ct", [("files", "x.png", cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())], {}),
+        ("ct-png-to-the-stack-model", "ct", [("files", "x.png", cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())], {"models": "ct2d"}),
+        ("ct-png-plus-a-dicom", "ct", [("files", "x.png", cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes()), ("files", "x.dcm", good)], {}),
+        ("ct-truncated-png-slice", "ct", [("files", "x.png", cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[1].tobytes()[:300])], {}),
+        ("ct-series-to-the-slice-model", "ct", [("files", "a.dcm", good), ("files", "b.dcm", good)], {"models": "ctslice"}),
         ("ct-single-xray-dicom", "ct", [("files", "x.dcm", good)], {}),
         ("ct-bad-models-param", "ct", [("files", "x.dcm", good)], {"models": "ct4d"}),
         ("png-dimension-bomb", "xray", [("file", "x.png", _png_header_bomb())], {}),
@@ -329,6 +346,7 @@ def test_sentinel_phi_never_reaches_a_response_or_the_log(served, files, tmp_pat
     sentinels = [v for v in fx.SENTINELS.values()] + ["SENTINEL"]
     answers = [post(served, "xray", [("file", files["cr"])]), post(served, "xray", [("file", files["dx_mono1"])]),
                post(served, "ct", [("files", p) for p in files["slices"]]), post(served, "ct", [("files", files["zip"])]),
+               post(served, "ct", [("files", files["ct_slice_dicom"])]),
                post(served, "explain", [("files", files["cr"])], {"model": "xray"})]  # fmt: skip
     # error paths too: a broken file with identifying headers, and a wrong modality
     bad = fx.xray()
@@ -337,7 +355,7 @@ def test_sentinel_phi_never_reaches_a_response_or_the_log(served, files, tmp_pat
     bad.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=True)
     answers.append(post(served, "xray", [("file", path)]))
     answers.append(post(served, "xray", [("file", fx.save(fx.ct_slice(fx.ramp(16, 16, lo=-900, hi=100)), tmp_path / "ct.dcm"))]))
-    assert [a.status_code for a in answers] == [200] * 5 + [422, 415]
+    assert [a.status_code for a in answers] == [200] * 6 + [422, 415]
     text = "\n".join(a.text for a in answers) + "\n" + "\n".join(str(a.headers) for a in answers)
     time.sleep(1.0)
     text += served.log.read_text(errors="replace")

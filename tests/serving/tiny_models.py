@@ -20,7 +20,8 @@ TINY_PRE = PreprocessConfig(xray_size=32, ct_slices=12, ct_size=32, volume_size=
 LABELS = ["normal", "covid19"]
 TARGET_RANGE = {"names": ["wbc", "neutrophil_pct", "lymphocyte_pct", "procalcitonin", "crp"],
                 "low": [1.0, 40.0, 5.0, 0.0, 0.0], "high": [20.0, 95.0, 50.0, 5.0, 150.0]}  # fmt: skip
-NAMES = {"xray": "covidscan-student-xray", "ct2d": "covidscan-student-ct", "ct3d": "covidscan-csacnet", "indicators": "covidscan-cnnrf"}
+NAMES = {"xray": "covidscan-student-xray", "ct2d": "covidscan-student-ct", "ct3d": "covidscan-csacnet", "ctslice": "covidscan-student-ct-slice",
+         "indicators": "covidscan-cnnrf"}  # fmt: skip
 
 
 def build(role: str, seed: int = 0) -> torch.nn.Module:
@@ -30,6 +31,8 @@ def build(role: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     if role == "xray":
         model = build_model("student", TINY_MODELS, input_size=32, class_labels=LABELS, kind="image2d")
+    elif role == "ctslice":
+        model = build_model("student", TINY_MODELS, input_size=32, class_labels=LABELS, kind="ct_slice2d")
     elif role == "ct2d":
         model = build_model("student", TINY_MODELS, input_size=32, in_channels=12, class_labels=LABELS, kind="ct_stack")
     elif role == "ct3d":

@@ -413,12 +413,14 @@ class ServeConfig(Section):
     """The BentoML services (``bento/``) and their untrusted-input limits (``covidscan.serving``)."""
 
     alias: str = "champion"  # which registry alias the bento is built from
-    # role -> registered model name; a role whose model is not registered is not served (503)
-    models: dict[Literal["xray", "ct2d", "ct3d", "indicators"], str] = Field(
+    # role -> registered model name; a role whose model is not registered is not served (503); ctslice:
+    # the CT-slice student (one CT slice as a PNG/JPEG or a one-slice DICOM), absent from many deployments
+    models: dict[Literal["xray", "ct2d", "ct3d", "ctslice", "indicators"], str] = Field(
         default_factory=lambda: {
             "xray": "covidscan-student-xray",
             "ct2d": "covidscan-student-ct",
             "ct3d": "covidscan-csacnet",
+            "ctslice": "covidscan-student-ct-slice",
             "indicators": "covidscan-cnnrf",
         }
     )

@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FACTS = ("source", "centre", "rtpcr_initial", "rows", "cols", "n_slices", "spacing_slice", "severity")
 
-# model card input kind -> (index input_kind values it accepts, index column with the array path)
+# model card input kind -> (index input_kind values it accepts, index column with the array path); an
+# X-ray model (image2d) takes X-rays only, a CT-slice model (ct_slice2d) CT slices only
 _INPUTS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "image2d": (("xray", "ct_slice2d"), "image_path", ""),
+    "image2d": (("xray",), "image_path", ""),
     "ct_slice2d": (("ct_slice2d",), "image_path", ""),
     "ct_stack": (("ct_stack",), "image_path", "ct_stack"),
     "ct_volume": (("ct_stack",), "volume_path", "ct_volume"),
@@ -78,7 +79,8 @@ def usable_records(rows: pd.DataFrame, model_kind: str) -> pd.DataFrame:
     ok = rows["input_kind"].isin(kinds) & (rows[column].fillna("") != "")
     dropped = int((~ok).sum())
     if dropped:
-        log.warning("%d test record(s) have no %s input for this model and are left out", dropped, model_kind)
+        left = ", ".join(f"{k}: {v}" for k, v in rows.loc[~ok, "input_kind"].value_counts().sort_index().items())
+        log.warning("%d test record(s) have no %s input for this model and are left out (%s)", dropped, model_kind, left)
     out = rows[ok].reset_index(drop=True)
     if out.empty:
         raise NoTestRecords(f"no test record has a {model_kind} input ({column}) for this model")

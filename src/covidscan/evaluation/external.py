@@ -1,6 +1,10 @@
 """External validation: a trained classifier on a new source (ingest -> preprocess -> indices -> report).
 
-Used by ``covidscan evaluate-external``. The source is ingested and preprocessed into a working folder
+Used by ``covidscan evaluate-external``. The source may hold several kinds of record (X-rays and CT
+slices in one CSV manifest): the model is scored on the records its card's input kind takes (an X-ray
+model, ``image2d``: the ``xray`` records; a CT-slice model, ``ct_slice2d``: the CT slices published as
+images; a CT-stack or 3D model: the CT series), and the report counts the records left out by kind.
+The source is ingested and preprocessed into a working folder
 with the very functions the pipeline uses (:func:`covidscan.data.ingest.ingest`,
 :func:`covidscan.preprocess.cache.preprocess_manifest`); the model is run through
 :func:`covidscan.evaluation.experiment.run_model`, and the indices with bootstrap CIs, the curves, the
@@ -11,6 +15,7 @@ with a model card. No MLflow here: the CLI wraps the call in its run.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,7 +110,9 @@ def evaluate_external(
     facts = [c for c in ("source", "centre", "rtpcr_initial", "rows", "cols", "n_slices", "spacing_slice") if c not in index.columns]
     records = index.merge(manifest[["record_id", *facts]], on="record_id").sort_values("record_id").reset_index(drop=True)
     records["y"] = records["label"].isin(positive).astype(int)
+    kinds_in_source = Counter(records["input_kind"].astype(str))
     records = usable_records(records, card.input_spec.kind)
+    left_out = dict(sorted((kinds_in_source - Counter(records["input_kind"].astype(str))).items()))
     outs = run_model(model, records, processed, params.preprocess)
     negative = sorted(set(records["label"]) - set(positive))
     scores = class_scores(outs.outputs, card.class_labels, positive, negative)
@@ -129,6 +136,8 @@ def evaluate_external(
     metrics["per_source"] = {r["source"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_source}
     metrics["per_centre"] = {r["centre"]: {k: r[k] for k in ("sensitivity", "specificity", "f1", "auroc", "n")} for r in per_centre}
     metrics["time_per_case_s"] = float(outs.seconds.mean())
+    metrics["input_kind"] = card.input_spec.kind  # the records scored: those this kind takes
+    metrics["left_out"] = left_out  # preprocessed input kind -> records of the source this model cannot take
     metrics["preprocess"] = params.preprocess.model_dump(mode="json")  # what the source was preprocessed with
     metrics_path = write_metrics_json(metrics, out / "metrics.json")
     tables = {**result["card"]["tables"], "Per source": per_source, "Per centre": per_centre}
@@ -138,6 +147,8 @@ def evaluate_external(
         description=f"{card.arch} at its operating threshold {card.threshold:.3f} on an external source.",
         data_summary={
             "cases": len(records),
+            "model input": card.input_spec.kind,
+            "left out (other input kinds)": ", ".join(f"{k}: {v}" for k, v in sorted(left_out.items())) or "none",
             "positives": int(y.sum()),
             "classes": ", ".join(f"{k}: {v}" for k, v in records["label"].value_counts().sort_index().items()),
             "sources": ", ".join(sorted(records["source"].astype(str).unique())),

@@ -13,7 +13,12 @@ normal, with the slice spacing from the manifest.
   ``volume_pad_hu``, air) to ``volume_slices``, resized in plane to ``volume_size``; float16
   ``(volume_slices, volume_size, volume_size)``.
 
-In both, every slice is windowed and resized in plane first, then the stack is resampled along z
+* **One slice as a 2D image (the CT-slice model, ``ct_slice2d``)**: a single CT slice in HU (a one-frame
+  DICOM sent to the service) becomes the grey image a published slice is, with the same lung window
+  (:func:`slice_grey`); the 2D path (:func:`covidscan.preprocess.xray.preprocess_2d`) then treats it
+  as a ``ct_slice2d`` record (PNG/JPEG slice) is treated.
+
+In both volume inputs, every slice is windowed and resized in plane first, then the stack is resampled along z
 (both steps are linear, so the order only changes rounding, and it keeps memory at the output size).
 :func:`volume_slice_index` says where a source slice lands in the volume (e.g. an expert box's slice),
 computed from the same :func:`thickness_slices` and :func:`crop_or_pad_start` the volume uses.
@@ -45,6 +50,27 @@ def window_unit(hu: np.ndarray, center: float = -600.0, width: float = 2000.0) -
 def window_uint8(hu: np.ndarray, center: float = -600.0, width: float = 2000.0) -> np.ndarray:
     """Clip HU to the window and scale to 0-255, rounded to uint8 (-1600 -> 0, 400 -> 255, -600 -> 128)."""
     return np.rint(window_unit(hu, center, width) * np.float32(255.0)).astype(np.uint8)
+
+
+def slice_grey(hu: np.ndarray, cfg: PreprocessConfig, what: str = "slice") -> np.ndarray:
+    """One CT slice in HU -> the grey image of a ``ct_slice2d`` record: float32 (rows, cols) in 0-255.
+
+    ``ct_slice2d`` records are CT published as PNG/JPEG: already-windowed renderings read as grey 0-255
+    (bright = dense). A slice that arrives in Hounsfield units is rendered the same way with the CT
+    path's own lung window (``ct_window_center`` / ``ct_window_width``, the window of :func:`ct_stack`),
+    so that :func:`covidscan.preprocess.xray.preprocess_2d` (``kind="ct_slice2d"``) sees what it sees at
+    training. Raw HU are not fed to the 2D path: its min-max normalisation would spread bone to air and
+    leave the lungs nearly black, unlike any published slice.
+
+    Args:
+        hu: (rows, cols) Hounsfield units (int16 as ingest stores them, or float).
+        cfg: ``ct_window_center``, ``ct_window_width``.
+        what: name used in error messages.
+    """
+    arr = np.asarray(hu)
+    if arr.ndim != 2 or arr.size == 0:
+        raise DataError(f"{what}: expected one CT slice (rows, cols) in HU, got shape {arr.shape}")
+    return window_uint8(arr, cfg.ct_window_center, cfg.ct_window_width).astype(np.float32)
 
 
 def resample_slices(volume: np.ndarray, n_slices: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """A served model on disk: ``model.pt`` (``zoo.save_model`` format) + ``serving.json`` (what it is).
 
-``serving.json`` records the role (``xray``, ``ct2d``, ``ct3d``, ``indicators``), the registered name,
+``serving.json`` records the role (``xray``, ``ct2d``, ``ct3d``, ``ctslice``, ``indicators``), the registered name,
 the resolved version and the alias it was resolved from, the model card (labels, input spec,
 threshold) and the preprocessing parameters, so the HTTP front can decode and preprocess without
 loading any weights, and every response can name the model version it came from.
@@ -20,9 +20,9 @@ from covidscan.preprocess.spec import aligned_preprocess  # noqa: F401 - re-expo
 
 log = logging.getLogger(__name__)
 
-ROLES = ("xray", "ct2d", "ct3d", "indicators")
-# role -> the model card input kinds it may serve
-ROLE_KINDS = {"xray": ("image2d",), "ct2d": ("ct_stack",), "ct3d": ("ct_volume",), "indicators": ("lesion_crop",)}
+ROLES = ("xray", "ct2d", "ct3d", "ctslice", "indicators")
+# role -> the model card input kinds it may serve (ctslice: the CT-slice student, one CT slice as a 2D image)
+ROLE_KINDS = {"xray": ("image2d",), "ct2d": ("ct_stack",), "ct3d": ("ct_volume",), "ctslice": ("ct_slice2d",), "indicators": ("lesion_crop",)}
 MODEL_FILE = "model.pt"
 INFO_FILE = "serving.json"
 

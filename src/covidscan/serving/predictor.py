@@ -31,7 +31,7 @@ from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
 from covidscan.device import resolve_device
 from covidscan.errors import DataError
 from covidscan.serving.bundle import MODEL_FILE, ROLES, BundleInfo, read_bundle
-from covidscan.serving.uploads import UploadError, read_ct, read_image_2d
+from covidscan.serving.uploads import UploadError, ct_upload_form, read_ct, read_ct_slice, read_image_2d
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,42 @@ class ModelUnavailable(DataError):
     """No model is served for a role (not registered, or not in the bento): HTTP 503."""
 
 
+CT_ROLES = ("ct2d", "ct3d", "ctslice")  # what ``/ct``'s ``models`` may name
+SERIES_ROLES = ("ct2d", "ct3d")  # the models of a CT series (the stack student, the 3D network)
+
+
+def ct_roles(form: str, models: str | Sequence[str] | None, served: Sequence[str]) -> list[str]:
+    """Which CT models answer an upload: the routing of ``/ct``, shared by the service and :class:`Predictor`.
+
+    Args:
+        form: ``slice`` (one PNG/JPEG, or one single-frame CT DICOM) or ``series`` (see
+            :func:`covidscan.serving.uploads.ct_upload_form`).
+        models: the client's choice (comma-separated text or a list); empty or None = by the upload:
+            a slice -> ``ctslice`` (the CT-slice model), a series -> ``ct2d`` and ``ct3d``.
+        served: the roles this service has a model for.
+
+    Returns:
+        The roles, served ones only unless none of the requested is served (then all of them, so that
+        the answer is a 503 naming the missing model rather than an empty result).
+
+    Raises:
+        UploadError: 422 for an unknown role, ``ctslice`` asked for a series, or ``ct2d``/``ct3d`` asked
+            for a PNG/JPEG (an image is not a series); a one-slice DICOM may still be sent to them.
+    """
+    wanted = [r.strip() for r in models.split(",")] if isinstance(models, str) else list(models or [])
+    wanted = [r for r in wanted if r]
+    bad = [r for r in wanted if r not in CT_ROLES]
+    if bad:
+        raise UploadError(f"models: expected ct2d, ct3d and/or ctslice, got {','.join(wanted)!r}", 422, "bad_parameter")
+    if not wanted:
+        if form == "slice":
+            return ["ctslice"]  # one slice goes to the slice model only: 503 when it is not served
+        wanted = list(SERIES_ROLES)
+    if form == "series" and "ctslice" in wanted:
+        raise UploadError("models: ctslice takes one CT slice (one PNG/JPEG, or one single-frame CT DICOM), not a series", 422, "bad_parameter")
+    return [r for r in wanted if r in served] or wanted
+
+
 # ---------------------------------------------------------------------------------- preparing
 class Preparer:
     """Decode and preprocess uploads for the served models (no weights needed).
@@ -50,16 +86,26 @@ class Preparer:
         infos: role -> bundle info.
         serve: upload caps.
         limits: DICOM caps.
+        not_served: role -> ``<registered name>@<alias>`` of the roles without a model (named in the 503).
     """
 
-    def __init__(self, infos: Mapping[str, BundleInfo], serve: ServeConfig, limits: DicomLimits) -> None:
+    def __init__(self, infos: Mapping[str, BundleInfo], serve: ServeConfig, limits: DicomLimits, not_served: Mapping[str, str] | None = None) -> None:
         self.infos = dict(infos)
         self.serve = serve
         self.limits = limits
+        self.not_served = dict(not_served or {})
 
-    def info(self, role: str) -> BundleInfo:
+    def info(self, role: str, needed_for: str = "") -> BundleInfo:
+        """The bundle info of a served role.
+
+        Raises:
+            ModelUnavailable: the role has no model; the message names the registered model that is
+                missing when known, and ``needed_for`` (what the request needed it for).
+        """
         if role not in self.infos:
-            raise ModelUnavailable(f"no {role} model is served (none registered under the serving alias, or not in this bento)")
+            missing = self.not_served.get(role)
+            why = f"{missing} had no registered version when this bento was built" if missing else "none registered under the serving alias, or not in this bento"
+            raise ModelUnavailable(f"{needed_for + ': ' if needed_for else ''}no {role} model is served ({why})")
         return self.infos[role]
 
     def xray_grey(self, path: Path) -> np.ndarray:
@@ -91,6 +137,47 @@ class Preparer:
                 if not np.isfinite(vol.spacing_z):
                     raise UploadError("upload: the slice spacing is unknown (a .npy volume needs spacing_mm) so the 3D model cannot be used", 422, "no_spacing")
                 out[role] = input_spec("ct_volume", pre).to_tensor(ct_volume(vol.hu, vol.spacing_z, pre, what="upload")).numpy()
+        return out
+
+    def ct_slice_input(self, path: Path) -> np.ndarray:
+        """One CT slice as the CT-slice model's input: float32 (3, ct_size, ct_size) in [0, 1].
+
+        A PNG/JPEG is what a ``ct_slice2d`` record is at ingest (grey float32); a single-frame CT DICOM
+        is read in HU, rounded to int16 as ingest stores CT, and rendered with the CT lung window
+        (:func:`covidscan.preprocess.ct.slice_grey`). Both then take the one 2D path,
+        :func:`covidscan.preprocess.spec.model_inputs` with kind ``ct_slice2d``, as at training.
+
+        Raises:
+            ModelUnavailable: no CT-slice model is served (checked before anything is decoded).
+        """
+        from covidscan.preprocess import input_spec, model_inputs
+        from covidscan.preprocess.ct import slice_grey
+
+        pre = self.info("ctslice", "one CT slice (a PNG/JPEG or a single-frame CT DICOM) is classified by the CT-slice model").preprocess_config()
+        decoded = read_ct_slice(Path(path), self.limits, self.serve)
+        grey = decoded.pixels
+        if decoded.source == "dicom":
+            grey = slice_grey(np.clip(np.rint(grey), -32768, 32767).astype(np.int16), pre, what="upload")
+        arr = model_inputs(grey, "ct_slice2d", pre, what="upload")["ct_slice2d"]
+        return input_spec("ct_slice2d", pre).to_tensor(arr).numpy()
+
+    def ct_request(self, files: Sequence[Path], models: str | Sequence[str] | None = None, spacing_mm: float | None = None) -> dict[str, np.ndarray]:
+        """A ``/ct`` upload routed (:func:`ct_roles`) and prepared: role -> model input.
+
+        One slice (a PNG/JPEG or a single-frame CT DICOM) goes to ``ctslice``; a series (several DICOM
+        slices, a zip, a multi-frame file, a .npy volume) to ``ct2d``/``ct3d``.
+        """
+        files = [Path(f) for f in files]
+        if not files:
+            raise UploadError("no file uploaded", 422, "no_file")
+        form = ct_upload_form(files, self.limits)
+        roles = ct_roles(form, models, list(self.infos))
+        out: dict[str, np.ndarray] = {}
+        if "ctslice" in roles:
+            out["ctslice"] = self.ct_slice_input(files[0])
+        series = [r for r in roles if r != "ctslice"]
+        if series:
+            out.update(self.ct_inputs(files, series, spacing_mm))
         return out
 
     def crop_inputs(self, files: Sequence[Path]) -> np.ndarray:
@@ -275,9 +362,13 @@ class Predictor:
         x = self.preparer.xray_input(Path(path))
         return classification_response(self.preparer.info("xray"), self.engine.forward("xray", x[None])[0])
 
-    def predict_ct(self, files: Sequence[str | Path], roles: Sequence[str] = ("ct2d", "ct3d"), spacing_mm: float | None = None) -> dict[str, Any]:
-        """Classify one CT (a zip of a series, slice files, a multi-frame file or a .npy) with each requested model."""
-        inputs = self.preparer.ct_inputs([Path(f) for f in files], roles, spacing_mm)
+    def predict_ct(self, files: Sequence[str | Path], roles: str | Sequence[str] | None = None, spacing_mm: float | None = None) -> dict[str, Any]:
+        """Classify one CT with each requested model, routed as ``/ct`` routes it (:func:`ct_roles`).
+
+        One slice (a PNG/JPEG, or a single-frame CT DICOM) -> the CT-slice model; a series (a zip,
+        several slice files, a multi-frame file or a .npy) -> the stack and 3D models.
+        """
+        inputs = self.preparer.ct_request([Path(f) for f in files], roles, spacing_mm)
         results = {role: classification_response(self.preparer.info(role), self.engine.forward(role, x[None])[0]) for role, x in inputs.items()}
         return {"results": results, "notice": RESEARCH_NOTICE}
 
@@ -287,9 +378,11 @@ class Predictor:
         return indicators_response(self.preparer.info("indicators"), self.engine.forward("indicators", crops))
 
     def explain(self, files: Sequence[str | Path], role: str = "xray", spacing_mm: float | None = None) -> dict[str, Any]:
-        """Grad-CAM overlay and DBSCAN centres for an X-ray (``xray``) or a CT volume (``ct3d``, ``ct2d``)."""
+        """Grad-CAM overlay and DBSCAN centres for an X-ray (``xray``), a CT slice (``ctslice``) or a CT volume (``ct3d``, ``ct2d``)."""
         if role == "xray":
             x = self.preparer.xray_input(Path(files[0]))
+        elif role == "ctslice":
+            x = self.preparer.ct_slice_input(Path(files[0]))
         else:
             x = self.preparer.ct_inputs([Path(f) for f in files], [role], spacing_mm)[role]
         probs = self.engine.forward(role, x[None])[0]

@@ -8,7 +8,11 @@ Everything a client sends is treated as hostile:
   header cannot exhaust the disk; members are written under generated names (no client path is used);
 * DICOM is checked by :mod:`covidscan.data.dicom` (header first, in process; pixels in a child process
   with a memory cap and a timeout when ``ServeConfig.decode_isolated``);
-* PNG/JPEG dimensions are read from the header and checked before the image is decoded;
+* PNG/JPEG dimensions are read from the header and checked before the image is decoded, and the
+  pixels are decoded in the same memory-capped, timed child process as DICOM when
+  ``ServeConfig.decode_isolated`` (:func:`covidscan.data.dicom.decode_untrusted_picture`);
+* a CT upload is either one slice (one PNG/JPEG, or one single-frame CT DICOM: :func:`ct_upload_form`),
+  read by :func:`read_ct_slice`, or a series (:func:`read_ct`);
 * ``.npy`` volumes are read without pickles, their header checked before the data is read.
 
 Errors are :class:`UploadError` with an HTTP status (413, 415, 422) and a short ``code``. Messages name
@@ -136,7 +140,7 @@ def _check_image_header(path: Path, serve: ServeConfig, name: str) -> None:
 
 
 def read_image_2d(path: Path, limits: DicomLimits, serve: ServeConfig, *, modalities: frozenset[str], name: str = "upload") -> Decoded2D:
-    """A DICOM, PNG or JPEG upload as ingest's 2D array (float32, bright = dense).
+    """A DICOM, PNG or JPEG upload as ingest's 2D array (float32, bright = dense; HU for a CT DICOM).
 
     Args:
         path: the uploaded file (a temporary file).
@@ -148,8 +152,6 @@ def read_image_2d(path: Path, limits: DicomLimits, serve: ServeConfig, *, modali
     Raises:
         UploadError: 413/415/422 naming the problem.
     """
-    from covidscan.data.sources.image_files import read_grey
-
     paths = {str(path): name}
     kind = sniff(path)
     if kind == "dicom":
@@ -158,12 +160,70 @@ def read_image_2d(path: Path, limits: DicomLimits, serve: ServeConfig, *, modali
             raise UploadError(f"{name}: DICOM Modality is {image.modality!r}; this endpoint takes {'/'.join(sorted(modalities))}", 415, "wrong_modality")
         return Decoded2D(np.asarray(image.pixels, dtype=np.float32), "dicom")
     if kind in ("png", "jpeg"):
-        _check_image_header(path, serve, name)
-        try:
-            return Decoded2D(read_grey(path, serve.max_image_pixels), kind)
-        except DataError as err:
-            raise UploadError(sanitise(str(err), paths), 422, "bad_image") from None
+        return Decoded2D(_decode_picture(path, serve, name), kind)
     raise UploadError(f"{name}: expected a DICOM, PNG or JPEG file (the content is {kind or 'not a recognised format'})", 415, "unsupported_type")
+
+
+def _decode_picture(path: Path, serve: ServeConfig, name: str) -> np.ndarray:
+    """A PNG/JPEG upload as ingest's grey float32: header checked here, pixels decoded in the child process."""
+    from covidscan.data import dicom as D
+    from covidscan.data.sources.image_files import read_grey
+
+    paths = {str(path): name}
+    _check_image_header(path, serve, name)
+    try:
+        if serve.decode_isolated:
+            return D.decode_untrusted_picture(path, serve.max_image_pixels, max_memory_mb=serve.decode_memory_mb, timeout_s=serve.decode_timeout_s)
+        return read_grey(path, serve.max_image_pixels)
+    except (D.DecodeResourceError, D.DecodeTimeoutError) as err:
+        status, code = (413, "image_decode_resource") if isinstance(err, D.DecodeResourceError) else (422, "image_decode_timeout")
+        raise UploadError(sanitise(str(err), paths), status, code) from None
+    except DataError as err:
+        raise UploadError(sanitise(str(err), paths), 422, "bad_image") from None
+
+
+CtForm = Literal["slice", "series"]
+
+
+def ct_upload_form(files: list[Path], limits: DicomLimits) -> CtForm:
+    """Whether a CT upload is one slice (for the CT-slice model) or a series (for the stack and 3D models).
+
+    One slice: exactly one file that is a PNG/JPEG, or a DICOM whose header says Modality CT and one
+    frame. Anything else (several files, a zip, a multi-frame file, a .npy volume, a non-CT DICOM) is a
+    series, read and checked by :func:`read_ct`. Only the header is read here.
+
+    Raises:
+        UploadError: a single DICOM whose header cannot be parsed (4xx, as :func:`read_ct` would answer).
+    """
+    from covidscan.data import dicom as D
+    from covidscan.data.dicom.headers import _number
+
+    if len(files) != 1:
+        return "series"
+    path = Path(files[0])
+    kind = sniff(path)
+    if kind in ("png", "jpeg"):
+        return "slice"
+    if kind != "dicom":
+        return "series"
+    try:
+        ds = D.read_header(path, limits)
+        frames = int(_number(ds, "NumberOfFrames", path, default=1) or 1)
+    except DicomError as err:
+        raise dicom_error(err, {str(path): "upload"}) from None
+    return "slice" if str(ds.get("Modality", "")).upper() == "CT" and frames == 1 else "series"
+
+
+def read_ct_slice(path: Path, limits: DicomLimits, serve: ServeConfig) -> Decoded2D:
+    """One CT slice: a PNG/JPEG (ingest's grey float32, as a ``ct_slice2d`` record) or a one-frame CT DICOM (HU, float32).
+
+    ``source`` says which: ``png``/``jpeg`` pixels are the published image's grey values, ``dicom``
+    pixels are Hounsfield units (see :func:`covidscan.preprocess.ct.slice_grey` for the step between).
+
+    Raises:
+        UploadError: 413/415/422 naming the problem (a DICOM of another modality: 415).
+    """
+    return read_image_2d(Path(path), limits, serve, modalities=frozenset({"CT"}))
 
 
 def _safe_members(zf: zipfile.ZipFile, serve: ServeConfig, name: str) -> list[zipfile.ZipInfo]:
