@@ -124,6 +124,11 @@ class Covidscan:
         infos = {role: read_bundle(path) for role, path in _bundles(self).items()}
         self.preparer = Preparer(infos, SERVE, LIMITS, CONFIG.get("not_served", {}))
 
+    @bentoml.on_shutdown
+    def close_decoders(self) -> None:
+        """Stop the pre-started decoding workers with the service (no orphan processes)."""
+        self.preparer.close()
+
     async def __is_ready__(self) -> bool:
         """Ready when the model service answers (its models are loaded)."""
         if not self.preparer.infos:

@@ -432,9 +432,11 @@ class ServeConfig(Section):
     max_zip_ratio: float = Field(200.0, gt=1)  # a zip member compressing better than this is refused
     max_image_pixels: int = Field(4096 * 4096, ge=1)  # PNG/JPEG width x height, checked before decoding
     max_npy_mb: float = Field(1024.0, gt=0)  # an uploaded .npy volume
-    decode_isolated: bool = True  # decode DICOM in a child process with a memory cap (decode_untrusted)
-    decode_memory_mb: float = Field(4096.0, gt=0)  # the child's address-space allowance
-    decode_timeout_s: float = Field(60.0, gt=0)
+    decode_isolated: bool = True  # decode DICOM/PNG/JPEG in sandboxed worker processes with a memory cap (DecoderPool)
+    decode_memory_mb: float = Field(4096.0, gt=0)  # each decoding worker's address-space allowance
+    decode_timeout_s: float = Field(60.0, gt=0)  # per decode job (waiting for a free worker included)
+    decode_workers: int = Field(2, ge=1)  # pre-started sandboxed decoding workers per front worker
+    decode_max_jobs: int = Field(500, ge=1)  # jobs a decoding worker does before it is replaced by a fresh one
     max_crops: int = Field(64, ge=1)  # lesion crops in one CNNRF request
     max_batch_size: int = Field(16, ge=1)  # adaptive batching of X-ray inference
     max_latency_ms: int = Field(2000, ge=1)  # adaptive batching latency budget

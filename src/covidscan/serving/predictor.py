@@ -31,7 +31,7 @@ from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
 from covidscan.device import resolve_device
 from covidscan.errors import DataError
 from covidscan.serving.bundle import MODEL_FILE, ROLES, BundleInfo, read_bundle
-from covidscan.serving.uploads import UploadError, ct_upload_form, read_ct, read_ct_slice, read_image_2d
+from covidscan.serving.uploads import UploadError, ct_upload_form, read_ct, read_ct_slice, read_image_2d, read_images_2d
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,43 @@ class Preparer:
     """
 
     def __init__(self, infos: Mapping[str, BundleInfo], serve: ServeConfig, limits: DicomLimits, not_served: Mapping[str, str] | None = None) -> None:
+        from covidscan.data.dicom import DecoderPool
+
         self.infos = dict(infos)
         self.serve = serve
         self.limits = limits
         self.not_served = dict(not_served or {})
+        # per role, computed once: the preprocessing parameters and the input spec (not per request)
+        self._pre = {role: info.preprocess_config() for role, info in self.infos.items()}
+        self._specs: dict[tuple[str, str], Any] = {}
+        # pre-started sandboxed decoders (serve.decode_workers, each replaced after serve.decode_max_jobs)
+        self.decoders = (DecoderPool(serve.decode_workers, max_memory_mb=serve.decode_memory_mb, max_jobs=serve.decode_max_jobs)
+                         if serve.decode_isolated else None)  # fmt: skip
+
+    def close(self) -> None:
+        """Stop the decoding workers (the service's shutdown hook; also done at interpreter exit)."""
+        if self.decoders is not None:
+            self.decoders.close()
+
+    def __enter__(self) -> Preparer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _preprocess(self, role: str, needed_for: str = ""):
+        """The role's PreprocessConfig (validated once) after checking the role is served."""
+        self.info(role, needed_for)
+        return self._pre[role]
+
+    def _spec(self, kind: str, role: str):
+        """The input spec of ``kind`` with the role's parameters (built once)."""
+        from covidscan.preprocess import input_spec
+
+        key = (kind, role)
+        if key not in self._specs:
+            self._specs[key] = input_spec(kind, self._pre[role])
+        return self._specs[key]
 
     def info(self, role: str, needed_for: str = "") -> BundleInfo:
         """The bundle info of a served role.
@@ -110,33 +143,31 @@ class Preparer:
 
     def xray_grey(self, path: Path) -> np.ndarray:
         """An X-ray upload (DICOM CR/DX, PNG, JPEG) as ingest's float32 array (bright = dense)."""
-        return read_image_2d(Path(path), self.limits, self.serve, modalities=frozenset({"CR", "DX"})).pixels
+        return read_image_2d(Path(path), self.limits, self.serve, modalities=frozenset({"CR", "DX"}), decoders=self.decoders).pixels
 
     def xray_input(self, path: Path) -> np.ndarray:
         """An X-ray upload as the 2D model's input: float32 (3, size, size) in [0, 1]."""
-        from covidscan.preprocess import input_spec, preprocess_2d
+        from covidscan.preprocess import preprocess_2d
 
-        pre = self.info("xray").preprocess_config()
+        pre = self._preprocess("xray")
         arr = preprocess_2d(self.xray_grey(path), pre, kind="xray", what="upload")
-        return input_spec("xray", pre).to_tensor(arr).numpy()
+        return self._spec("xray", "xray").to_tensor(arr).numpy()
 
     def ct_inputs(self, files: Sequence[Path], roles: Sequence[str], spacing_mm: float | None = None) -> dict[str, np.ndarray]:
         """A CT upload as the inputs of the requested CT models: ``ct2d`` (S, size, size), ``ct3d`` (1, D, H, W)."""
-        from covidscan.preprocess import input_spec
         from covidscan.preprocess.ct import ct_stack, ct_volume
 
-        infos = {r: self.info(r) for r in roles}
+        pres = {r: self._preprocess(r) for r in roles}
         with tempfile.TemporaryDirectory(prefix="covidscan-ct-") as work:
-            vol = read_ct([Path(f) for f in files], Path(work), self.limits, self.serve, spacing_mm)
+            vol = read_ct([Path(f) for f in files], Path(work), self.limits, self.serve, spacing_mm, decoders=self.decoders)
         out = {}
-        for role, info in infos.items():
-            pre = info.preprocess_config()
+        for role, pre in pres.items():
             if role == "ct2d":
-                out[role] = input_spec("ct_stack", pre).to_tensor(ct_stack(vol.hu, pre, what="upload")).numpy()
+                out[role] = self._spec("ct_stack", role).to_tensor(ct_stack(vol.hu, pre, what="upload")).numpy()
             else:
                 if not np.isfinite(vol.spacing_z):
                     raise UploadError("upload: the slice spacing is unknown (a .npy volume needs spacing_mm) so the 3D model cannot be used", 422, "no_spacing")
-                out[role] = input_spec("ct_volume", pre).to_tensor(ct_volume(vol.hu, vol.spacing_z, pre, what="upload")).numpy()
+                out[role] = self._spec("ct_volume", role).to_tensor(ct_volume(vol.hu, vol.spacing_z, pre, what="upload")).numpy()
         return out
 
     def ct_slice_input(self, path: Path) -> np.ndarray:
@@ -150,16 +181,16 @@ class Preparer:
         Raises:
             ModelUnavailable: no CT-slice model is served (checked before anything is decoded).
         """
-        from covidscan.preprocess import input_spec, model_inputs
+        from covidscan.preprocess import model_inputs
         from covidscan.preprocess.ct import slice_grey
 
-        pre = self.info("ctslice", "one CT slice (a PNG/JPEG or a single-frame CT DICOM) is classified by the CT-slice model").preprocess_config()
-        decoded = read_ct_slice(Path(path), self.limits, self.serve)
+        pre = self._preprocess("ctslice", "one CT slice (a PNG/JPEG or a single-frame CT DICOM) is classified by the CT-slice model")
+        decoded = read_ct_slice(Path(path), self.limits, self.serve, decoders=self.decoders)
         grey = decoded.pixels
         if decoded.source == "dicom":
             grey = slice_grey(np.clip(np.rint(grey), -32768, 32767).astype(np.int16), pre, what="upload")
         arr = model_inputs(grey, "ct_slice2d", pre, what="upload")["ct_slice2d"]
-        return input_spec("ct_slice2d", pre).to_tensor(arr).numpy()
+        return self._spec("ct_slice2d", "ctslice").to_tensor(arr).numpy()
 
     def ct_request(self, files: Sequence[Path], models: str | Sequence[str] | None = None, spacing_mm: float | None = None) -> dict[str, np.ndarray]:
         """A ``/ct`` upload routed (:func:`ct_roles`) and prepared: role -> model input.
@@ -182,20 +213,21 @@ class Preparer:
 
     def crop_inputs(self, files: Sequence[Path]) -> np.ndarray:
         """Lesion crop images (DICOM, PNG, JPEG; each one whole crop) as CNNRF inputs: (n, 3, c, c)."""
-        from covidscan.preprocess import input_spec
         from covidscan.preprocess.xray import lesion_crop, normalise_to_uint8
 
         if not files:
             raise UploadError("no lesion crop uploaded", 422, "no_file")
         if len(files) > self.serve.max_crops:
             raise UploadError(f"{len(files)} crops uploaded; serve.max_crops = {self.serve.max_crops}", 413, "too_many_files")
-        pre = self.info("indicators").preprocess_config()
+        pre = self._preprocess("indicators")
+        decoded = read_images_2d([Path(f) for f in files], self.limits, self.serve, modalities=frozenset({"CR", "DX", "CT"}),
+                                 names=[f"upload[{i}]" for i in range(len(files))], decoders=self.decoders)  # one sandboxed job for all crops
         crops = []
-        for i, f in enumerate(files):
-            grey = read_image_2d(Path(f), self.limits, self.serve, modalities=frozenset({"CR", "DX", "CT"}), name=f"upload[{i}]").pixels
+        for i, d in enumerate(decoded):
+            grey = d.pixels
             grey8 = grey.astype(np.uint8) if grey.min() >= 0 and grey.max() <= 255 and np.all(grey == np.rint(grey)) else normalise_to_uint8(grey, what=f"upload[{i}]")
             crops.append(lesion_crop(grey8, (0, 0, grey8.shape[1], grey8.shape[0]), pre, what=f"upload[{i}]"))
-        return input_spec("lesion_crop", pre).to_tensor(np.stack(crops)).numpy()
+        return self._spec("lesion_crop", "indicators").to_tensor(np.stack(crops)).numpy()
 
 
 # ------------------------------------------------------------------------------------ models
@@ -356,6 +388,16 @@ class Predictor:
             raise DataError(f"unknown serving roles {sorted(unknown)}; expected {', '.join(ROLES)}")
         self.engine = Engine(bundles, device, explain)
         self.preparer = Preparer(self.engine.infos, serve or ServeConfig(), limits or DicomLimits())
+
+    def close(self) -> None:
+        """Stop the decoding workers (also done at interpreter exit)."""
+        self.preparer.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def predict_xray(self, path: str | Path) -> dict[str, Any]:
         """Classify one X-ray file (DICOM, PNG or JPEG)."""

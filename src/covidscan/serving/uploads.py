@@ -6,11 +6,13 @@ Everything a client sends is treated as hostile:
 * zips are checked member by member before extraction (count, declared sizes, compression ratio,
   absolute paths, ``..``, links) and extracted with the bytes actually written counted, so a lying
   header cannot exhaust the disk; members are written under generated names (no client path is used);
-* DICOM is checked by :mod:`covidscan.data.dicom` (header first, in process; pixels in a child process
-  with a memory cap and a timeout when ``ServeConfig.decode_isolated``);
+* DICOM is checked by :mod:`covidscan.data.dicom` (header first, in process; pixels in a sandboxed
+  process with a memory cap and a timeout when ``ServeConfig.decode_isolated``: a worker of the
+  service's :class:`covidscan.data.dicom.DecoderPool`, or a one-shot child without one);
 * PNG/JPEG dimensions are read from the header and checked before the image is decoded, and the
-  pixels are decoded in the same memory-capped, timed child process as DICOM when
-  ``ServeConfig.decode_isolated`` (:func:`covidscan.data.dicom.decode_untrusted_picture`);
+  pixels are decoded in the same memory-capped, timed sandbox as DICOM when
+  ``ServeConfig.decode_isolated`` (:func:`covidscan.data.dicom.decode_untrusted_picture`); several
+  images of one request (lesion crops) are one job (:func:`read_images_2d`);
 * a CT upload is either one slice (one PNG/JPEG, or one single-frame CT DICOM: :func:`ct_upload_form`),
   read by :func:`read_ct_slice`, or a series (:func:`read_ct`);
 * ``.npy`` volumes are read without pickles, their header checked before the data is read.
@@ -29,12 +31,15 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from covidscan.config import DicomLimits, ServeConfig
 from covidscan.errors import DataError, DicomError
+
+if TYPE_CHECKING:
+    from covidscan.data.dicom.decoder import DecoderPool
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +116,15 @@ class DecodedVolume:
     source: str
 
 
-def _decode_dicom(path: Path, limits: DicomLimits, serve: ServeConfig, kind: Literal["image", "series"], paths: dict[str, str]):
+def _decode_dicom(path: Path, limits: DicomLimits, serve: ServeConfig, kind: Literal["image", "series"], paths: dict[str, str],
+                  decoders: DecoderPool | None = None):  # fmt: skip
     from covidscan.data import dicom as D
 
     try:
         if kind == "image":
-            D.read_header(path, limits)  # cheap strict checks before any child process
+            D.read_header(path, limits)  # cheap strict checks before any sandboxed decode
         if serve.decode_isolated:
-            return D.decode_untrusted(path, limits, max_memory_mb=serve.decode_memory_mb, timeout_s=serve.decode_timeout_s, kind=kind)
+            return D.decode_untrusted(path, limits, max_memory_mb=serve.decode_memory_mb, timeout_s=serve.decode_timeout_s, kind=kind, pool=decoders)
         return D.read_image(path, limits) if kind == "image" else D.read_series(path, limits)
     except DicomError as err:
         raise dicom_error(err, paths) from None
@@ -139,7 +145,92 @@ def _check_image_header(path: Path, serve: ServeConfig, name: str) -> None:
         raise UploadError(f"{name}: {w} x {h} pixels exceed serve.max_image_pixels = {serve.max_image_pixels}", 413, "image_too_large")
 
 
-def read_image_2d(path: Path, limits: DicomLimits, serve: ServeConfig, *, modalities: frozenset[str], name: str = "upload") -> Decoded2D:
+def _picture_error(err: DataError, paths: dict[str, str]) -> UploadError:
+    """A PNG/JPEG decode failure as a 4xx: 413 out of memory, 422 timeout or unreadable image."""
+    from covidscan.data import dicom as D
+
+    if isinstance(err, (D.DecodeResourceError, D.DecodeTimeoutError)):
+        status, code = (413, "image_decode_resource") if isinstance(err, D.DecodeResourceError) else (422, "image_decode_timeout")
+        return UploadError(sanitise(str(err), paths), status, code)
+    return UploadError(sanitise(str(err), paths), 422, "bad_image")
+
+
+def read_images_2d(files: list[Path], limits: DicomLimits, serve: ServeConfig, *, modalities: frozenset[str], names: list[str] | None = None,
+                   decoders: DecoderPool | None = None) -> list[Decoded2D]:  # fmt: skip
+    """Several DICOM, PNG or JPEG uploads as ingest's 2D arrays, decoded as one sandboxed job.
+
+    Every file's type and header are checked here first (in process, cheap); the pixels of all of them
+    are then decoded by one job on one worker of ``decoders`` (the lesion crops of one request), or
+    one by one (a one-shot child each without a pool; in process when ``serve.decode_isolated`` is off).
+
+    Args:
+        files: the uploaded files (temporary files).
+        limits: DICOM caps.
+        serve: upload caps.
+        modalities: accepted DICOM modalities (``{"CR", "DX"}`` for X-ray).
+        names: how to name each upload in messages (default ``upload`` / ``upload[i]``).
+        decoders: the service's pre-started sandboxed decoders (:class:`covidscan.data.dicom.DecoderPool`).
+
+    Raises:
+        UploadError: 413/415/422 naming the problem (the first failing file).
+    """
+    from covidscan.data import dicom as D
+    from covidscan.data.sources.image_files import read_grey
+
+    files = [Path(f) for f in files]
+    names = names or (["upload"] if len(files) == 1 else [f"upload[{i}]" for i in range(len(files))])
+    paths = {str(f): n for f, n in zip(files, names)}
+    kinds: list[Kind] = []
+    jobs = []
+    limits_json = limits.model_dump_json()
+    for f, name in zip(files, names):
+        kind = sniff(f)
+        if kind == "dicom":
+            try:
+                D.read_header(f, limits)  # cheap strict checks before any sandboxed decode
+            except DicomError as err:
+                raise dicom_error(err, paths) from None
+            jobs.append(("image", f, limits_json))
+        elif kind in ("png", "jpeg"):
+            _check_image_header(f, serve, name)
+            jobs.append(D.picture_job(f, serve.max_image_pixels))
+        else:
+            raise UploadError(f"{name}: expected a DICOM, PNG or JPEG file (the content is {kind or 'not a recognised format'})", 415, "unsupported_type")
+        kinds.append(kind)
+
+    def failed(err: DataError, index: int) -> UploadError:
+        return dicom_error(err, paths) if kinds[index] == "dicom" and isinstance(err, DicomError) else _picture_error(err, paths)
+
+    results: list = []
+    if serve.decode_isolated and decoders is not None:
+        try:
+            results = decoders.decode_many(jobs, serve.decode_timeout_s)
+        except DataError as err:
+            raise failed(err, int(getattr(err, "job_index", 0))) from None
+    else:
+        for i, (job_kind, f, params) in enumerate(jobs):
+            try:
+                if job_kind == "image":
+                    results.append(D.decode_untrusted(f, limits, max_memory_mb=serve.decode_memory_mb, timeout_s=serve.decode_timeout_s, kind="image")
+                                   if serve.decode_isolated else D.read_image(f, limits))  # fmt: skip
+                else:
+                    results.append(D.decode_untrusted_picture(f, serve.max_image_pixels, max_memory_mb=serve.decode_memory_mb, timeout_s=serve.decode_timeout_s)
+                                   if serve.decode_isolated else read_grey(f, serve.max_image_pixels))  # fmt: skip
+            except DataError as err:
+                raise failed(err, i) from None
+    out = []
+    for kind, name, result in zip(kinds, names, results):
+        if kind == "dicom":
+            if result.modality not in modalities:
+                raise UploadError(f"{name}: DICOM Modality is {result.modality!r}; this endpoint takes {'/'.join(sorted(modalities))}", 415, "wrong_modality")
+            out.append(Decoded2D(np.asarray(result.pixels, dtype=np.float32), "dicom"))
+        else:
+            out.append(Decoded2D(result, kind))
+    return out
+
+
+def read_image_2d(path: Path, limits: DicomLimits, serve: ServeConfig, *, modalities: frozenset[str], name: str = "upload",
+                  decoders: DecoderPool | None = None) -> Decoded2D:  # fmt: skip
     """A DICOM, PNG or JPEG upload as ingest's 2D array (float32, bright = dense; HU for a CT DICOM).
 
     Args:
@@ -148,38 +239,13 @@ def read_image_2d(path: Path, limits: DicomLimits, serve: ServeConfig, *, modali
         serve: upload caps.
         modalities: accepted DICOM modalities (``{"CR", "DX"}`` for X-ray).
         name: how to name the upload in messages.
+        decoders: the service's pre-started sandboxed decoders; None: a one-shot child when
+            ``serve.decode_isolated``.
 
     Raises:
         UploadError: 413/415/422 naming the problem.
     """
-    paths = {str(path): name}
-    kind = sniff(path)
-    if kind == "dicom":
-        image = _decode_dicom(path, limits, serve, "image", paths)
-        if image.modality not in modalities:
-            raise UploadError(f"{name}: DICOM Modality is {image.modality!r}; this endpoint takes {'/'.join(sorted(modalities))}", 415, "wrong_modality")
-        return Decoded2D(np.asarray(image.pixels, dtype=np.float32), "dicom")
-    if kind in ("png", "jpeg"):
-        return Decoded2D(_decode_picture(path, serve, name), kind)
-    raise UploadError(f"{name}: expected a DICOM, PNG or JPEG file (the content is {kind or 'not a recognised format'})", 415, "unsupported_type")
-
-
-def _decode_picture(path: Path, serve: ServeConfig, name: str) -> np.ndarray:
-    """A PNG/JPEG upload as ingest's grey float32: header checked here, pixels decoded in the child process."""
-    from covidscan.data import dicom as D
-    from covidscan.data.sources.image_files import read_grey
-
-    paths = {str(path): name}
-    _check_image_header(path, serve, name)
-    try:
-        if serve.decode_isolated:
-            return D.decode_untrusted_picture(path, serve.max_image_pixels, max_memory_mb=serve.decode_memory_mb, timeout_s=serve.decode_timeout_s)
-        return read_grey(path, serve.max_image_pixels)
-    except (D.DecodeResourceError, D.DecodeTimeoutError) as err:
-        status, code = (413, "image_decode_resource") if isinstance(err, D.DecodeResourceError) else (422, "image_decode_timeout")
-        raise UploadError(sanitise(str(err), paths), status, code) from None
-    except DataError as err:
-        raise UploadError(sanitise(str(err), paths), 422, "bad_image") from None
+    return read_images_2d([Path(path)], limits, serve, modalities=modalities, names=[name], decoders=decoders)[0]
 
 
 CtForm = Literal["slice", "series"]
@@ -214,7 +280,7 @@ def ct_upload_form(files: list[Path], limits: DicomLimits) -> CtForm:
     return "slice" if str(ds.get("Modality", "")).upper() == "CT" and frames == 1 else "series"
 
 
-def read_ct_slice(path: Path, limits: DicomLimits, serve: ServeConfig) -> Decoded2D:
+def read_ct_slice(path: Path, limits: DicomLimits, serve: ServeConfig, decoders: DecoderPool | None = None) -> Decoded2D:
     """One CT slice: a PNG/JPEG (ingest's grey float32, as a ``ct_slice2d`` record) or a one-frame CT DICOM (HU, float32).
 
     ``source`` says which: ``png``/``jpeg`` pixels are the published image's grey values, ``dicom``
@@ -223,7 +289,7 @@ def read_ct_slice(path: Path, limits: DicomLimits, serve: ServeConfig) -> Decode
     Raises:
         UploadError: 413/415/422 naming the problem (a DICOM of another modality: 415).
     """
-    return read_image_2d(Path(path), limits, serve, modalities=frozenset({"CT"}))
+    return read_image_2d(Path(path), limits, serve, modalities=frozenset({"CT"}), decoders=decoders)
 
 
 def _safe_members(zf: zipfile.ZipFile, serve: ServeConfig, name: str) -> list[zipfile.ZipInfo]:
@@ -303,7 +369,8 @@ def _read_npy(path: Path, serve: ServeConfig, name: str) -> np.ndarray:
     return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
 
 
-def read_ct(files: list[Path], work: Path, limits: DicomLimits, serve: ServeConfig, spacing_mm: float | None = None) -> DecodedVolume:
+def read_ct(files: list[Path], work: Path, limits: DicomLimits, serve: ServeConfig, spacing_mm: float | None = None,
+            decoders: DecoderPool | None = None) -> DecodedVolume:  # fmt: skip
     """A CT upload as an HU volume: one zip of a series, several DICOM slices, one multi-frame DICOM, or one .npy.
 
     Args:
@@ -312,6 +379,8 @@ def read_ct(files: list[Path], work: Path, limits: DicomLimits, serve: ServeConf
         limits: DICOM caps.
         serve: upload caps.
         spacing_mm: slice spacing for a .npy volume (DICOM series carry their own).
+        decoders: the service's pre-started sandboxed decoders; None: a one-shot child when
+            ``serve.decode_isolated``.
 
     Raises:
         UploadError: 413/415/422 naming the problem.
@@ -345,5 +414,5 @@ def read_ct(files: list[Path], work: Path, limits: DicomLimits, serve: ServeConf
         raise UploadError(f"{', '.join(bad)}: expected DICOM slices, one zip of a series, or one .npy volume", 415, "unsupported_type")
     only = sorted(series.iterdir())
     target = only[0] if len(only) == 1 else series  # one multi-frame file
-    volume = _decode_dicom(target, limits, serve, kind, names)
+    volume = _decode_dicom(target, limits, serve, kind, names, decoders)
     return DecodedVolume(np.asarray(volume.hu), float(volume.spacing[0]), "dicom")

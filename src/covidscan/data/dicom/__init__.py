@@ -31,7 +31,8 @@ Modules (each imports only from those listed above it):
 * ``checks``: image-level header checks before decoding (modality, photometric, sizes, codestreams).
 * ``image``: decoding one image, Modality/VOI LUT and MONOCHROME1 (X-ray), HU (CT), ``read_image``.
 * ``series``: CT series assembly, slice ordering and spacing checks, ``read_series``.
-* ``decoder``: ``decode_untrusted`` (and ``decode_untrusted_picture`` for PNG/JPEG), the decode in a memory-capped, timed child process.
+* ``decoder``: ``decode_untrusted`` (and ``decode_untrusted_picture`` for PNG/JPEG), the decode in a memory-capped, timed child process;
+  ``DecoderPool``, pre-started sandboxed workers for a service.
 * ``inspect``: ``inspect_path`` and :class:`InspectReport`, the text behind ``covidscan inspect``.
 """
 
@@ -68,16 +69,18 @@ from covidscan.data.dicom.headers import CT_MODALITIES, META_FIELDS, SUPPORTED_S
 from covidscan.data.dicom.files import read_header
 from covidscan.data.dicom.image import read_image
 from covidscan.data.dicom.series import read_series
-from covidscan.data.dicom.decoder import decode_untrusted, decode_untrusted_picture
+from covidscan.data.dicom.decoder import DecoderPool, decode_untrusted, decode_untrusted_picture, picture_job
 from covidscan.data.dicom.inspect import InspectReport, inspect_path
 
 __all__ = [
     "CTVolume",
+    "DecoderPool",
     "DicomImage",
     "InspectReport",
     "decode_untrusted",
     "decode_untrusted_picture",
     "inspect_path",
+    "picture_job",
     "read_header",
     "read_image",
     "read_series",
