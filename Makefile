@@ -99,7 +99,7 @@ define bento_build
 endef
 
 load-test: install  ## bounded loopback load test of a running `make serve` (p50/p99 latency, throughput)
-	PYTHONPATH=src:. $(BIN)/python benchmarks/load_test.py --url http://$(SERVE_HOST):$(SERVE_PORT)
+	PYTHONPATH=src:. $(BIN)/python benchmarks/serve_latency.py --url http://$(SERVE_HOST):$(SERVE_PORT)
 
 # Offline DVC plots: `dvc plots show` alone writes a page that loads vega from a CDN (blank without a
 # network). These fetch the pinned vega, vega-lite and vega-embed (npm registry) once into vendor/vega

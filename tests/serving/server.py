@@ -75,22 +75,43 @@ class Served:
         return requests.get(f"{self.url}/readyz", timeout=10).status_code == 200
 
 
-def register_all(tmp: Path) -> None:
-    """Register one tiny model per role and make it champion (in a child process: its own MLflow env)."""
+# role -> checkpoint file name in a models folder (``make demo``'s models/), for start(models_dir=...)
+MODEL_FILES = {"xray": "student-xray.pt", "ct2d": "student-ct.pt", "ct3d": "csacnet.pt", "ctslice": "student-ct-slice.pt", "indicators": "cnnrf.pt"}
+
+
+def register_all(tmp: Path, models_dir: Path | None = None) -> dict[str, str]:
+    """Register one model per role and make it champion (in a child process: its own MLflow env).
+
+    Tiny models by default; with ``models_dir``, each role's checkpoint there (``MODEL_FILES``, e.g. the
+    demo's ``models/``), a tiny model for a role without one. Returns role -> "tiny" or the file used.
+    """
+    used = {role: str(models_dir / f) if models_dir is not None and (models_dir / f).is_file() else "tiny" for role, f in MODEL_FILES.items()}
     script = (
+        "import json, sys\n"
         "from tests.serving import tiny_models as tm\n"
+        "from covidscan.models.zoo import load_model\n"
         "from covidscan.tracking.registry import set_alias\n"
+        "used = json.loads(sys.argv[1])\n"
         "for role, name in tm.NAMES.items():\n"
-        "    set_alias(name, 'champion', tm.register(tm.build(role, seed=1), name))\n"
+        "    model = tm.build(role, seed=1) if used[role] == 'tiny' else load_model(used[role])\n"
+        "    set_alias(name, 'champion', tm.register(model, name))\n"
     )
-    subprocess.run([PYTHON, "-c", script], env=environment(tmp), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run([PYTHON, "-c", script, json.dumps(used)], env=environment(tmp), cwd=ROOT, check=True, capture_output=True, timeout=600)
+    return used
 
 
-def start(tmp: Path, timeout_s: float = 120.0) -> Served:
-    """Register, import, serve; returns when /readyz answers 200."""
+def start(tmp: Path, timeout_s: float = 120.0, models_dir: Path | None = None, preprocess: dict | None = None) -> Served:
+    """Register, import, serve; returns when /readyz answers 200.
+
+    Args:
+        tmp: an empty folder (MLflow store, BentoML home, log).
+        timeout_s: how long the server may take to become ready.
+        models_dir: checkpoints to serve instead of tiny models (see :func:`register_all`).
+        preprocess: the ``preprocess`` params (default: the tiny models'; sizes are aligned to each model's card).
+    """
     env = environment(tmp)
-    register_all(tmp)
-    params = {"preprocess": tm.TINY_PRE.model_dump(mode="json"), "serve": SERVE_PARAMS}
+    register_all(tmp, models_dir)
+    params = {"preprocess": preprocess or tm.TINY_PRE.model_dump(mode="json"), "serve": SERVE_PARAMS}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([PYTHON, "bento/import_models.py", "--params", str(tmp / "params.yaml"), "--out", str(tmp / "serving.json")],
                    env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)  # fmt: skip

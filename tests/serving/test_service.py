@@ -363,3 +363,65 @@ def test_sentinel_phi_never_reaches_a_response_or_the_log(served, files, tmp_pat
         assert s not in text, f"{s!r} leaked"
     for tag in ("PatientName", "PatientID", "InstitutionName", "AccessionNumber", "StudyDate", "PatientBirthDate"):
         assert tag not in "\n".join(a.text for a in answers)
+
+
+# ------------------------------------------------------------------------ decoding workers
+def _decoder_workers(root_pid: int) -> list:
+    """The service's pre-started sandboxed decoders (multiprocessing spawn children under the server)."""
+    import psutil
+
+    out = []
+    for p in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _running(p) -> bool:
+    import psutil
+
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_killed_decoding_workers_are_replaced_and_the_service_keeps_answering(served, files):
+    import psutil
+
+    assert post(served, "xray", [("file", files["cr"])]).status_code == 200
+    victims = _decoder_workers(served.process.pid)
+    assert len(victims) == 2  # serve.decode_workers (default) in the one front worker: pre-started, not one per request
+    for p in victims:
+        p.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in victims):  # dead (a zombie until the pool reaps it)
+        time.sleep(0.1)
+    assert not any(_running(p) for p in victims)
+    for key in ("cr", "png"):
+        r = post(served, "xray", [("file", files[key])])
+        assert r.status_code == 200, r.text
+    r = post(served, "ct", [("files", p) for p in files["slices"]])
+    assert r.status_code == 200, r.text
+    fresh = _decoder_workers(served.process.pid)
+    assert fresh and not {p.pid for p in fresh} & {p.pid for p in victims}
+
+
+def test_stopping_the_service_leaves_no_process(tmp_path_factory, files):
+    """SIGTERM to `bentoml serve` alone: every worker and decoder under it exits by itself (nothing is killed here)."""
+    import psutil
+
+    s = srv.start(tmp_path_factory.mktemp("serve-stop"))
+    try:
+        assert post(s, "xray", [("file", files["cr"])]).status_code == 200
+        tree = psutil.Process(s.process.pid).children(recursive=True)
+        assert len(_decoder_workers(s.process.pid)) == 2
+        s.process.terminate()
+        s.process.wait(60)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, f"left running after the service stopped: {[(p.pid, ' '.join(p.cmdline())[:80]) for p in alive]}"
+    finally:
+        srv.stop(s)

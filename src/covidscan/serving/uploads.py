@@ -25,6 +25,7 @@ replaced by ``upload`` (or ``upload[i]`` for the i-th file).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import stat
@@ -369,6 +370,16 @@ def _read_npy(path: Path, serve: ServeConfig, name: str) -> np.ndarray:
     return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put an uploaded file into the series folder: a hard link (no copy of the bytes) when on the same file system."""
+    try:
+        if src.is_symlink():
+            raise OSError("not linking a symbolic link")
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def read_ct(files: list[Path], work: Path, limits: DicomLimits, serve: ServeConfig, spacing_mm: float | None = None,
             decoders: DecoderPool | None = None) -> DecodedVolume:  # fmt: skip
     """A CT upload as an HU volume: one zip of a series, several DICOM slices, one multi-frame DICOM, or one .npy.
@@ -406,7 +417,7 @@ def read_ct(files: list[Path], work: Path, limits: DicomLimits, serve: ServeConf
     elif all(k == "dicom" for k in kinds):
         for i, f in enumerate(files):
             target = series / f"{i:05d}.dcm"
-            shutil.copyfile(f, target)
+            _link_or_copy(Path(f), target)
             names[str(target)] = names[str(f)]
         kind = "series"
     else:
