@@ -25,7 +25,8 @@ without a checkpoint there gets a tiny model, and the output says so). The devic
 prints the per-volume end-to-end time next to Yao et al. (2021)'s 0.66 s per CT volume.
 
 ``--soak SECONDS``: mixed traffic at concurrency 4 (X-rays, CT series, CT slices, crops and the
-hostile corpus of ``tests/serving``), then the RSS of every service process at start and end, the
+hostile corpus of ``tests/serving``; a warm-up of min(30 s, SECONDS/4) first), the RSS of every service
+process sampled every 10 s from the end of the warm-up (first, last, peak, growth), the
 number of 5xx, of requests without an answer, and of answers other than expected (hostile -> 4xx,
 valid -> 200). Only loopback URLs are accepted. Prints JSON (``--json``) and a markdown table.
 """
@@ -300,8 +301,21 @@ def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path
     unexpected: dict[str, int] = {}
     lock = threading.Lock()
     local = threading.local()
-    before = service_processes(root_pid) if root_pid else {}
-    deadline = time.monotonic() + seconds
+    warmup = min(30.0, seconds / 4)  # every code path loaded and every buffer sized before the RSS baseline
+    start = time.monotonic()
+    deadline = start + warmup + seconds
+    samples: list[tuple[float, dict[int, dict]]] = []
+    stop_sampling = threading.Event()
+
+    def sampler() -> None:
+        if stop_sampling.wait(warmup) or not root_pid:
+            return
+        while True:
+            samples.append((time.monotonic() - start - warmup, service_processes(root_pid)))
+            if stop_sampling.wait(10.0):
+                return
+
+    threading.Thread(target=sampler, daemon=True).start()
 
     def worker(seed: int) -> None:
         r = random.Random(seed)
@@ -335,16 +349,21 @@ def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, [rng.randrange(1 << 30) for _ in range(concurrency)]))
-    after = service_processes(root_pid) if root_pid else {}
+    stop_sampling.set()
+    if root_pid:
+        samples.append((time.monotonic() - start - warmup, service_processes(root_pid)))
     procs = []
-    for pid in sorted(set(before) | set(after)):
-        b, a = before.get(pid), after.get(pid)
-        row = {"pid": pid, "what": (a or b)["what"], "rss_start_mb": round(b["rss_mb"], 1) if b else None, "rss_end_mb": round(a["rss_mb"], 1) if a else None}
-        if a and b:
-            row["growth_pct"] = round(100 * (a["rss_mb"] - b["rss_mb"]) / b["rss_mb"], 1)
+    for pid in sorted({pid for _, snap in samples for pid in snap}):
+        seen = [(t, snap[pid]) for t, snap in samples if pid in snap]
+        (t0, first), (t1, last) = seen[0], seen[-1]
+        row = {"pid": pid, "what": first["what"], "seen_s": [round(t0), round(t1)], "rss_first_mb": round(first["rss_mb"], 1),
+               "rss_last_mb": round(last["rss_mb"], 1), "rss_peak_mb": round(max(x["rss_mb"] for _, x in seen), 1),
+               "growth_pct": round(100 * (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"], 1)}  # fmt: skip
         procs.append(row)
-    return {"seconds": seconds, "concurrency": concurrency, **counts, "unexpected_by_case": unexpected, "processes": procs,
-            "note": "decoder workers are replaced after serve.decode_max_jobs jobs or a failure: a pid present at one end only is a replaced worker"}  # fmt: skip
+    return {"seconds": seconds, "warmup_s": warmup, "concurrency": concurrency, **counts, "unexpected_by_case": unexpected, "processes": procs,
+            "rss_samples_mb": [{"t_s": round(t), **{str(pid): round(x["rss_mb"]) for pid, x in snap.items()}} for t, snap in samples],
+            "note": "RSS from the end of the warm-up to the end; decoder workers are replaced after serve.decode_max_jobs jobs or a "
+                    "failure, so a decoder pid seen only part of the time is a replaced worker"}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------- main

@@ -37,6 +37,7 @@ from bentoml.models import BentoModel
 from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
 from covidscan.environment import quiet_telemetry
 from covidscan.errors import DataError
+from covidscan.serving.allocator import pin_mmap_threshold
 from covidscan.serving.body_guard import BodyGuard
 from covidscan.serving.bundle import read_bundle
 from covidscan.serving.predictor import (
@@ -82,6 +83,7 @@ class CovidscanModels:
     without a GPU: the service refuses to start, see :func:`covidscan.device.resolve_device`)."""
 
     def __init__(self) -> None:
+        pin_mmap_threshold(SERVE.mmap_threshold_mb)
         self.engine = Engine(_bundles(self), DEVICE, EXPLAIN, device_setting="COVIDSCAN_DEVICE")
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
@@ -121,6 +123,7 @@ class Covidscan:
     models = bentoml.depends(CovidscanModels)
 
     def __init__(self) -> None:
+        pin_mmap_threshold(SERVE.mmap_threshold_mb)  # no heap creep from the CT series' large temporaries
         infos = {role: read_bundle(path) for role, path in _bundles(self).items()}
         self.preparer = Preparer(infos, SERVE, LIMITS, CONFIG.get("not_served", {}))
 

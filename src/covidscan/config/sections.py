@@ -441,6 +441,7 @@ class ServeConfig(Section):
     max_batch_size: int = Field(16, ge=1)  # adaptive batching of X-ray inference
     max_latency_ms: int = Field(2000, ge=1)  # adaptive batching latency budget
     workers: int = Field(1, ge=1)  # HTTP front workers (CPU: decoding and preprocessing)
+    mmap_threshold_mb: float = Field(1.0, ge=0)  # service processes: arrays this large go back to the system when freed (0: glibc default)
 
 
 # -------------------------------------------------------------------------------------- tuning

@@ -1,0 +1,48 @@
+"""pin_mmap_threshold: freed multi-MB arrays go back to the system instead of fragmenting glibc's heaps."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from covidscan.serving.allocator import pin_mmap_threshold
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import sys
+import numpy as np
+from covidscan.serving.allocator import pin_mmap_threshold
+
+def rss_mb():
+    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]) // 1024
+
+pinned = pin_mmap_threshold(float(sys.argv[1]))
+a = np.ones(16 << 20, np.uint8); del a          # glibc's dynamic threshold rises to 16 MB here
+base = rss_mb()
+arrays = [np.ones(2 << 20, np.uint8) for _ in range(50)]   # 100 MB of 2 MB arrays (a CT request's temporaries)
+last = arrays[-1]; del arrays                   # all freed but the last one
+print(pinned, rss_mb() - base)
+"""
+
+
+def _held_mb(threshold_mb: float) -> tuple[bool, int]:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(threshold_mb)], capture_output=True, text=True, check=True, timeout=60,
+                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}).stdout.split()  # fmt: skip
+    return out[0] == "True", int(out[1])
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_freed_arrays_are_returned_with_the_threshold_pinned_and_held_without():
+    pinned, held = _held_mb(1.0)
+    assert pinned and held < 20, f"{held} MB still resident after freeing 98 MB of arrays"
+    unpinned, held_default = _held_mb(0.0)
+    assert not unpinned and held_default > 50  # the behaviour the service had: glibc's heaps keep them
+
+
+def test_zero_leaves_the_allocator_alone():
+    assert pin_mmap_threshold(0) is False
