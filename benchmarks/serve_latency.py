@@ -26,7 +26,8 @@ prints the per-volume end-to-end time next to Yao et al. (2021)'s 0.66 s per CT 
 
 ``--soak SECONDS``: mixed traffic at concurrency 4 (X-rays, CT series, CT slices, crops and the
 hostile corpus of ``tests/serving``; a warm-up of min(30 s, SECONDS/4) first), the RSS of every service
-process sampled every 10 s from the end of the warm-up (first, last, peak, growth), the
+process sampled every 10 s, the first sample and the last taken with nothing in flight (first, last,
+peak, growth), the
 number of 5xx, of requests without an answer, and of answers other than expected (hostile -> 4xx,
 valid -> 200). Only loopback URLs are accepted. Prints JSON (``--json``) and a markdown table.
 """
@@ -308,18 +309,16 @@ def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path
     stop_sampling = threading.Event()
 
     def sampler() -> None:
-        if stop_sampling.wait(warmup) or not root_pid:
+        if not root_pid:
             return
         while True:
             samples.append((time.monotonic() - start - warmup, service_processes(root_pid)))
             if stop_sampling.wait(10.0):
                 return
 
-    threading.Thread(target=sampler, daemon=True).start()
-
-    def worker(seed: int) -> None:
+    def worker(seed: int, until: float | None = None) -> None:
         r = random.Random(seed)
-        while time.monotonic() < deadline:
+        while time.monotonic() < (until or deadline):
             session = getattr(local, "s", None) or requests.Session()
             local.s = session
             if r.random() < 0.25:
@@ -347,9 +346,17 @@ def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path
                     counts["unexpected"] += 1
                     unexpected[f"{name}->{status}"] = unexpected.get(f"{name}->{status}", 0) + 1
 
+    warm_deadline = start + warmup
+    with ThreadPoolExecutor(concurrency) as pool:  # the warm-up, then 2 s with nothing in flight before the baseline
+        list(pool.map(lambda seed: worker(seed, warm_deadline), [rng.randrange(1 << 30) for _ in range(concurrency)]))
+    time.sleep(2.0)
+    start = time.monotonic() - warmup
+    deadline = start + warmup + seconds
+    threading.Thread(target=sampler, daemon=True).start()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, [rng.randrange(1 << 30) for _ in range(concurrency)]))
     stop_sampling.set()
+    time.sleep(2.0)  # nothing in flight: what the processes keep
     if root_pid:
         samples.append((time.monotonic() - start - warmup, service_processes(root_pid)))
     procs = []
@@ -404,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=os.environ.get("COVIDSCAN_DEVICE", "auto"))
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of mixed traffic at concurrency 4 (instead of the latency runs)")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--serve", action="append", default=[], metavar="KEY=VALUE", help="a params.yaml serve key for the started service (YAML value)")
     args = parser.parse_args(argv)
     os.environ.setdefault("COVIDSCAN_DEVICE", args.device)
     routes = args.route or list(ROUTES)
@@ -423,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
 
             srv.SERVE_PARAMS.clear()  # the package's serving defaults (decode pool, caps, batching) ...
             srv.SERVE_PARAMS.update(max_concurrency=max(8, 2 * max(args.concurrency)))  # ... with room for the highest concurrency
+            import yaml
+
+            srv.SERVE_PARAMS.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.serve)})
+            report["serve_params"] = dict(srv.SERVE_PARAMS)
             os.environ["COVIDSCAN_DEVICE"] = args.device
             pre = load_params(ROOT / "params.yaml").preprocess.model_dump(mode="json") if args.models else None
             started = time.perf_counter()

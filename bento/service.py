@@ -37,7 +37,7 @@ from bentoml.models import BentoModel
 from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
 from covidscan.environment import quiet_telemetry
 from covidscan.errors import DataError
-from covidscan.serving.allocator import pin_mmap_threshold
+from covidscan.serving.allocator import tune_allocator
 from covidscan.serving.body_guard import BodyGuard
 from covidscan.serving.bundle import read_bundle
 from covidscan.serving.predictor import (
@@ -83,7 +83,7 @@ class CovidscanModels:
     without a GPU: the service refuses to start, see :func:`covidscan.device.resolve_device`)."""
 
     def __init__(self) -> None:
-        pin_mmap_threshold(SERVE.mmap_threshold_mb)
+        tune_allocator(SERVE.mmap_threshold_mb, SERVE.malloc_arena_max)
         self.engine = Engine(_bundles(self), DEVICE, EXPLAIN, device_setting="COVIDSCAN_DEVICE")
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
@@ -123,7 +123,7 @@ class Covidscan:
     models = bentoml.depends(CovidscanModels)
 
     def __init__(self) -> None:
-        pin_mmap_threshold(SERVE.mmap_threshold_mb)  # no heap creep from the CT series' large temporaries
+        tune_allocator(SERVE.mmap_threshold_mb, SERVE.malloc_arena_max)  # no heap creep from the CT series' temporaries
         infos = {role: read_bundle(path) for role, path in _bundles(self).items()}
         self.preparer = Preparer(infos, SERVE, LIMITS, CONFIG.get("not_served", {}))
 

@@ -46,3 +46,11 @@ def test_freed_arrays_are_returned_with_the_threshold_pinned_and_held_without():
 
 def test_zero_leaves_the_allocator_alone():
     assert pin_mmap_threshold(0) is False
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_tune_allocator_applies_both_settings_and_zero_means_default():
+    script = "from covidscan.serving.allocator import tune_allocator; print(tune_allocator(0.125, 2), tune_allocator(0, 0))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60,
+                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}).stdout.strip()  # fmt: skip
+    assert out == "{'mmap_threshold': True, 'arena_max': True} {'mmap_threshold': False, 'arena_max': False}"
