@@ -37,7 +37,7 @@ from bentoml.models import BentoModel
 from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
 from covidscan.environment import quiet_telemetry
 from covidscan.errors import DataError
-from covidscan.serving.allocator import tune_allocator
+from covidscan.serving.allocator import release_free_memory_soon, tune_allocator
 from covidscan.serving.body_guard import BodyGuard
 from covidscan.serving.bundle import read_bundle
 from covidscan.serving.predictor import (
@@ -143,6 +143,13 @@ class Covidscan:
         return True
 
     def _answer(self, ctx: bentoml.Context, work) -> dict:
+        try:
+            return self._answer_unreleased(ctx, work)
+        finally:
+            if SERVE.malloc_trim:
+                release_free_memory_soon()  # what this request's arrays needed goes back to the system (in the background)
+
+    def _answer_unreleased(self, ctx: bentoml.Context, work) -> dict:
         """Run ``work``; map every user-causable problem to a 4xx/503 JSON body, anything else to 500."""
         try:
             return work()

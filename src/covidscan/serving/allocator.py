@@ -7,9 +7,11 @@ smaller ones come from its heaps, which only shrink from the top. By default the
 after the first CT request those arrays land on the heaps, and the heaps' high-water mark creeps up
 with fragmentation: the front worker grew from 0.68 to 1.47 GB in a 2-minute soak (issue 15). A
 fixed threshold (``mallopt(M_MMAP_THRESHOLD)``, which also turns the dynamic adjustment off) keeps
-every buffer of ``serve.mmap_threshold_mb`` (128 kB) or more mapped and returned on free, and a cap on
+every buffer of ``serve.mmap_threshold_mb`` (128 kB) or more mapped and returned on free, a cap on
 glibc's per-thread arenas (``serve.malloc_arena_max``, 2) keeps the request threads from each holding
-their own fragmented heap: the same soak then stays within what the requests in flight hold.
+their own fragmented heap, and ``malloc_trim`` after each request (``serve.malloc_trim``) returns the
+free pages inside the heaps. The same soak then grew 35% instead of 117% (docs/PERFORMANCE.md); what
+is left is not understood yet.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +59,34 @@ def tune_allocator(mmap_threshold_mb: float, arena_max: int) -> dict[str, bool]:
     start: each thread that allocates otherwise may get an arena of its own, and every arena keeps its
     own fragmented high-water mark. Returns which of the two were applied."""
     return {"mmap_threshold": pin_mmap_threshold(mmap_threshold_mb), "arena_max": arena_max > 0 and _mallopt(M_ARENA_MAX, arena_max)}
+
+
+def release_free_memory() -> bool:
+    """Give the C allocator's free pages back to the system (glibc ``malloc_trim(0)``: every arena, also
+    pages in the middle of a heap). The front calls it after each request, so what a CT series needed
+    while in flight is not kept fragmented in its heaps. False where there is no ``malloc_trim``."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+_trim_pending = threading.Lock()
+
+
+def release_free_memory_soon() -> None:
+    """:func:`release_free_memory` in a background thread, off the request's path; skipped while one is
+    already running (one trim covers every arena)."""
+    if not _trim_pending.acquire(blocking=False):
+        return
+
+    def run() -> None:
+        try:
+            release_free_memory()
+        finally:
+            _trim_pending.release()
+
+    threading.Thread(target=run, name="covidscan-malloc-trim", daemon=True).start()
