@@ -478,13 +478,38 @@ def markdown_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def seed_summary(values: Sequence[float]) -> str:
+    """``mean (min-max)`` of a method's pooled AUROC over seeds; the single value for one seed."""
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return "n/a"
+    return f"{np.mean(v):.3f}" if len(v) == 1 else f"{np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})"
+
+
 def sweep_table(rows: list[dict[str, Any]]) -> str:
-    """The lever sweep: one row per (modality, setting), student AUROC with and without TTA, and the probe."""
-    lines = ["| modality | setting | student AUROC (95% CI) | +TTA | sens / spec | source probe (input pixels) | seconds |", "|---|---|---|---|---|---|---|"]
+    """The lever sweep: per (modality, setting) the student's pooled AUROC (first seed, with CI), its mean
+    over the seeds, +TTA, sens/spec, the random forest on the same folds (reference rows), the probe."""
+    lines = ["| modality | setting | student AUROC (95% CI), first seed | student, seeds mean (min-max) | +TTA, seeds mean | sens / spec | "
+             "RF 32x32, seeds mean | source probe (input pixels) | seconds |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        s, t = r["student"], r.get("student+TTA")
+        s, seeds = r["student"], r.get("auroc_seeds", {})
+        rf = seed_summary(seeds["RF 32x32"]) if "RF 32x32" in seeds else ""
         lines.append(f"| {r['modality']} | {r['setting']} | {fmt_auc(s['auroc'])} ({fmt_auc(s['ci'][0])}-{fmt_auc(s['ci'][1])}) | "
-                     f"{fmt_auc(t['auroc']) if t else 'n/a'} | {s['sensitivity']:.2f} / {s['specificity']:.2f} | {fmt_auc(r['probe_pixels'])} | {r['seconds']:.0f} |")  # fmt: skip
+                     f"{seed_summary(seeds.get('student', [s['auroc']]))} | {seed_summary(seeds.get('student+TTA', []))} | "
+                     f"{s['sensitivity']:.2f} / {s['specificity']:.2f} | {rf} | {fmt_auc(r['probe_pixels'])} | {r['seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def repeats_table(repeats: dict[str, dict[str, Any]]) -> str:
+    """Pooled AUROC of every method for each seed (fold assignment and training seed), and the mean."""
+    lines = []
+    for mod, rep in repeats.items():
+        seeds = rep["seeds"]
+        lines += [f"### {mod}: pooled out-of-fold AUROC per seed", "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+                  "|---|" + "---|" * (len(seeds) + 1)]  # fmt: skip
+        for name, values in rep["auroc"].items():
+            lines.append(f"| {name} | " + " | ".join(fmt_auc(v) for v in values) + f" | {seed_summary(values).split(' ')[0]} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -567,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teachers", default="TS1,TS2,TS3,TS4", help="comma-separated, or 'none' (the student alone, no distillation)")
     parser.add_argument("--sweep", action="store_true", help="one lever at a time against the reference (SWEEP), student and its TTA only")
     parser.add_argument("--levers", default=None, help="with --sweep: comma-separated indices into SWEEP (default: all)")
+    parser.add_argument("--seeds", default=None, help="comma-separated run seeds (each: its own folds and training seed); default: run.seed")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -588,6 +614,15 @@ def main(argv: list[str] | None = None) -> int:
     base = Setting(size=args.size, colormap=args.colormap, intensity=args.intensity, augment=args.augment, width=args.width,
                    class_weights=args.class_weights, teachers=teachers, epochs=args.epochs)  # fmt: skip
     mods = ["cxr", "ct"] if args.modality == "both" else [args.modality]
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [params.run.seed]
+
+    def seeded_runs(mod: str, setting: Setting, baselines: bool = True) -> list[dict[str, Any]]:
+        out = []
+        for seed in seeds:
+            p = params.model_copy(update={"run": params.run.model_copy(update={"seed": seed})})
+            out.append(run_modality(mod, manifest, folder, setting, p, n_folds=args.folds, work=work, baselines=baselines, images=images[mod]))
+        return out
+
     results: dict[str, Any] = {"machine": machine(), "command": "python benchmarks/realdata_cv.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                                "folds": args.folds, "profile": args.profile, "data": str(folder)}  # fmt: skip
     t_all = time.perf_counter()
@@ -598,11 +633,15 @@ def main(argv: list[str] | None = None) -> int:
             rows = manifest[manifest["modality"] == mod].reset_index(drop=True)
             images[mod] = read_images(rows, folder, params.data.dicom.max_rows * params.data.dicom.max_columns)
         if not args.sweep:
-            results["modalities"] = {}
+            results["modalities"], results["repeats"] = {}, {}
             for mod in mods:
-                log.info("%s: %s", mod, base)
-                results["modalities"][mod] = run_modality(mod, manifest, folder, base, params, n_folds=args.folds, work=work, images=images[mod])
+                log.info("%s: %s, seeds %s", mod, base, seeds)
+                runs = seeded_runs(mod, base)
+                results["modalities"][mod] = runs[0]
+                results["repeats"][mod] = {"seeds": seeds, "auroc": {n: [r["methods"][n]["auroc"] for r in runs] for n in runs[0]["methods"]}}
             print(markdown_tables(results))
+            if len(seeds) > 1:
+                print(repeats_table(results["repeats"]))
         else:
             chosen = SWEEP if args.levers is None else tuple(SWEEP[int(i)] for i in args.levers.split(","))
             settings = [base] + [replace(base, **lever) for lever in chosen]
@@ -611,10 +650,12 @@ def main(argv: list[str] | None = None) -> int:
                 for i, setting in enumerate(settings):
                     label = setting.label(base if i else None)
                     log.info("%s sweep: %s", mod, label)
-                    res = run_modality(mod, manifest, folder, setting, params, n_folds=args.folds, work=work, baselines=i == 0, images=images[mod])
+                    runs = seeded_runs(mod, setting, baselines=i == 0)
+                    res = runs[0]
                     probe = next(r["auroc"] for r in res["shortcut"]["probe"] if r["features"] == "network input, pixels 16x16")
-                    results["sweep"].append({"modality": mod, "setting": label, **res["methods"], "probe_pixels": probe, "seconds": res["seconds"],
-                                             "detail": res})  # fmt: skip
+                    results["sweep"].append({"modality": mod, "setting": label, **res["methods"], "probe_pixels": probe, "seeds": seeds,
+                                             "auroc_seeds": {n: [r["methods"][n]["auroc"] for r in runs] for n in res["methods"]},
+                                             "seconds": sum(r["seconds"] for r in runs), "detail": res})  # fmt: skip
                     print(sweep_table(results["sweep"][-1:]), flush=True)
             print(sweep_table(results["sweep"]))
     results["seconds"] = round(time.perf_counter() - t_all, 1)

@@ -115,3 +115,19 @@ def test_real_manifest_folds_keep_patients_together(bench, realdata):
 
 def test_report_is_json_clean(bench):
     assert json.loads(json.dumps(bench.json_clean({"a": float("nan"), "b": np.float32(0.5), "c": (np.int64(2),)}))) == {"a": None, "b": 0.5, "c": [2]}
+
+
+def test_sweep_over_seeds_end_to_end_writes_the_report(bench, tmp_path, capsys):
+    data = tmp_path / "data"
+    generated_set(data, n_groups=12)
+    out = tmp_path / "sweep.json"
+    argv = [str(data), "--profile", "tiny", "--modality", "cxr", "--folds", "3", "--size", "32", "--teachers", "none", "--sweep", "--levers", "6",
+            "--seeds", "1,2", "--out", str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert [r["setting"] for r in report["sweep"]] == ["reference", "class_weights=none"]
+    ref = report["sweep"][0]
+    assert len(ref["auroc_seeds"]["student"]) == 2 and "RF 32x32" in ref["auroc_seeds"]  # baselines on the reference only
+    assert "RF 32x32" not in report["sweep"][1]["auroc_seeds"]
+    assert report["machine"]["torch_threads"] >= 1 and report["command"].endswith(str(out))
+    assert "| cxr | class_weights=none |" in capsys.readouterr().out
