@@ -38,7 +38,7 @@ repro: install salt  ## run the DVC pipeline (only what changed)
 REALDATA ?= ../shared/realdata-dev
 realdata: install salt  ## real images only (REALDATA=folder in realdata-dev's format): dvc import-url it, profile realdata, dvc repro
 	@test -f "$(REALDATA)/manifest.csv" || { echo "error: $(REALDATA)/manifest.csv: not found (REALDATA=<a folder with manifest.csv>; docs/REALDATA.md)" >&2; exit 2; }
-	@test -e data/raw/realdata-dev.dvc || $(BIN)/dvc import-url "$(abspath $(REALDATA))" data/raw/realdata-dev
+	@test -e data/raw/realdata-dev.dvc || { mkdir -p data/raw && $(BIN)/dvc import-url "$(abspath $(REALDATA))" data/raw/realdata-dev; }
 	@sed -i 's/^profile: .*/profile: realdata/' params.yaml && echo "params.yaml: profile: realdata (set it back to demo for the synthetic demo)"
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
