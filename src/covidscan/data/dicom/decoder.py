@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 import weakref
@@ -415,6 +416,21 @@ class DecoderPool:
         label = _label(paths)
         deadline = time.monotonic() + timeout_s
         worker = self._acquire(deadline, label, timeout_s)
+        try:
+            return self._run(worker, jobs, paths, label, deadline, timeout_s)
+        except DecodeResourceError:
+            # a worker SIGKILLed from outside (an operator, a supervisor) between its liveness check and the job is
+            # not the upload's doing: once, on a fresh worker. Its own memory cap ends a job with "memory", a crash
+            # with another signal; those stay the upload's answer.
+            worker.process.join(1.0)
+            if worker.process.exitcode != -signal.SIGKILL:
+                raise
+            log.warning("%s: the decoding worker was killed from outside; retrying on another", label)
+            return self._run(self._acquire(deadline, label, timeout_s), jobs, paths, label, deadline, timeout_s)
+
+    def _run(self, worker: _Worker, jobs: list[tuple[JobKind, str | Path, str]], paths: list[str], label: str, deadline: float,
+             timeout_s: float) -> list[Any]:  # fmt: skip
+        """One attempt of :meth:`decode_many` on ``worker`` (given back to the pool or retired at the end)."""
         keep = False
         try:
             try:
