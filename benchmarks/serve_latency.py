@@ -463,9 +463,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _models_used(models: Path | None) -> dict[str, str]:
-    from tests.serving.server import MODEL_FILES
+    from tests.serving.server import MODEL_FILES, _trained
 
-    return {r: (str(models / f) if models is not None and (models / f).is_file() else "tiny") for r, f in MODEL_FILES.items()}
+    return {r: (str(models / f) if models is not None and _trained(models / f) else "tiny") for r, f in MODEL_FILES.items()}
 
 
 def run_latency(report: dict, url: str, served, files: dict[str, list[Path]], routes: list[str], args) -> None:

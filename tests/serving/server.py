@@ -76,6 +76,13 @@ class Served:
 
 
 # role -> checkpoint file name in a models folder (``make demo``'s models/), for start(models_dir=...)
+def _trained(path: Path) -> bool:
+    """A checkpoint, not the 0-byte marker of a stage that had nothing to train (the demo has no CT slices)."""
+    from covidscan.models.zoo import is_empty_model
+
+    return path.is_file() and not is_empty_model(path)
+
+
 MODEL_FILES = {"xray": "student-xray.pt", "ct2d": "student-ct.pt", "ct3d": "csacnet.pt", "ctslice": "student-ct-slice.pt", "indicators": "cnnrf.pt"}
 
 
@@ -85,7 +92,7 @@ def register_all(tmp: Path, models_dir: Path | None = None) -> dict[str, str]:
     Tiny models by default; with ``models_dir``, each role's checkpoint there (``MODEL_FILES``, e.g. the
     demo's ``models/``), a tiny model for a role without one. Returns role -> "tiny" or the file used.
     """
-    used = {role: str(models_dir / f) if models_dir is not None and (models_dir / f).is_file() else "tiny" for role, f in MODEL_FILES.items()}
+    used = {role: str(models_dir / f) if models_dir is not None and _trained(models_dir / f) else "tiny" for role, f in MODEL_FILES.items()}
     script = (
         "import json, sys\n"
         "from tests.serving import tiny_models as tm\n"
