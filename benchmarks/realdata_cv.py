@@ -145,33 +145,13 @@ def read_images(rows: pd.DataFrame, folder: Path, max_pixels: int) -> list[np.nd
     return [read_grey(Path(folder) / p, max_pixels) for p in rows["path"]]
 
 
-def normalise_intensity(grey: np.ndarray, method: str) -> np.ndarray:
-    """Per-image intensity normalisation of a uint8 grey image (OpenCV): none, equalise, clahe."""
-    if method == "none":
-        return grey
-    if method == "equalise":
-        return cv2.equalizeHist(grey)
-    if method == "clahe":
-        return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
-    raise ValueError(f"--intensity: expected one of {INTENSITY}, got {method!r}")
-
-
 def network_inputs(images: Sequence[np.ndarray], kind: str, setting: Setting, pre: Any) -> np.ndarray:
-    """uint8 (n, 3, size, size) RGB: the 2D preprocessing of training and serving, with the intensity lever.
+    """uint8 (n, 3, size, size) RGB: the 2D preprocessing of training and serving
+    (:func:`covidscan.preprocess.xray.preprocess_2d`), the intensity lever being ``preprocess.intensity``."""
+    from covidscan.preprocess.xray import preprocess_2d
 
-    ``intensity="none"`` is :func:`covidscan.preprocess.xray.preprocess_2d` itself; otherwise its two
-    halves (:func:`grey_2d`, :func:`pseudo_colour`) with the normalisation between them.
-    """
-    from covidscan.preprocess.xray import grey_2d, preprocess_2d, pseudo_colour, size_for_kind
-
-    out = []
-    for i, image in enumerate(images):
-        if setting.intensity == "none":
-            out.append(preprocess_2d(image, pre, kind=kind, what=f"image {i}"))
-        else:
-            grey = grey_2d(image, pre, size_for_kind(kind, pre), what=f"image {i}")
-            out.append(pseudo_colour(normalise_intensity(grey, setting.intensity), pre.colormap))
-    return np.stack(out)
+    pre = pre.model_copy(update={"intensity": setting.intensity})
+    return np.stack([preprocess_2d(image, pre, kind=kind, what=f"image {i}") for i, image in enumerate(images)])
 
 
 def baseline_features(images: Sequence[np.ndarray], pre: Any) -> np.ndarray:

@@ -47,16 +47,19 @@ def test_spec_records_colormap_and_groups():
     assert input_spec("ct_stack", CFG).colormap is None
 
 
-def test_model_inputs_match_what_preprocess_manifest_stores(ingest_dir, tmp_path):
+@pytest.mark.parametrize("intensity", ["none", "clahe"])
+def test_model_inputs_match_what_preprocess_manifest_stores(ingest_dir, tmp_path, intensity):
+    """Serving's entry point and the training cache give the same arrays, with the intensity lever on too."""
     import pandas as pd
 
     from covidscan.preprocess import model_inputs
     from covidscan.preprocess.cache import preprocess_manifest
 
+    cfg = CFG.model_copy(update={"intensity": intensity})
     manifest = pd.read_parquet(ingest_dir / "manifest.parquet")
-    index = preprocess_manifest(manifest, ingest_dir, CFG, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    index = preprocess_manifest(manifest, ingest_dir, cfg, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
     for rec, row in zip(manifest.itertuples(), index.itertuples(), strict=True):
-        arrays = model_inputs(np.load(ingest_dir / rec.array_path), rec.kind, CFG, rec.spacing_slice)
+        arrays = model_inputs(np.load(ingest_dir / rec.array_path), rec.kind, cfg, rec.spacing_slice)
         np.testing.assert_array_equal(arrays[row.input_kind], np.load(tmp_path / "out" / row.image_path))
         if rec.kind == "ct_volume":
             np.testing.assert_array_equal(arrays["ct_volume"], np.load(tmp_path / "out" / row.volume_path))

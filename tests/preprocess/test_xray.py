@@ -133,3 +133,52 @@ def test_lesion_crop_shape(make_xray):
     grey = normalise_to_uint8(make_xray(80, 80))
     out = lesion_crop(grey, (10, 10, 30, 42), cfg)
     assert out.shape == (3, 24, 24) and out.dtype == np.uint8
+
+
+def test_equalisation_undoes_a_sources_tone_curve_that_min_max_keeps():
+    """Two sources rendering the same anatomy with different tone curves (gamma 0.5 vs 2): min-max keeps the
+    difference, per-image histogram equalisation (rank-based) maps both onto nearly the same image."""
+    yy, xx = np.mgrid[:96, :96]
+    ramp = (xx + yy * 96).astype(np.float32) / (96 * 96)
+    paper, lever = PreprocessConfig(xray_size=96), PreprocessConfig(xray_size=96, intensity="equalise")
+    gap_paper = np.abs(grey_2d(ramp**0.5, paper).astype(float) - grey_2d(ramp**2, paper)).mean()
+    gap_lever = np.abs(grey_2d(ramp**0.5, lever).astype(float) - grey_2d(ramp**2, lever)).mean()
+    assert gap_paper > 50 and gap_lever < gap_paper / 8
+
+
+def test_clahe_is_opencvs_clahe_on_the_resized_grey_image(make_xray):
+    import cv2
+
+    img = make_xray(120, 100)
+    cfg = PreprocessConfig(xray_size=64, intensity="clahe", clahe_clip_limit=3.0, clahe_tiles=4)
+    resized = resize_2d(normalise_to_uint8(img), 64)
+    expected = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(4, 4)).apply(resized)
+    assert np.array_equal(grey_2d(img, cfg), expected) and not np.array_equal(expected, resized)
+
+
+def test_intensity_none_is_the_papers_path_and_the_lever_reaches_preprocess_2d(make_xray):
+    img = make_xray(80, 80)
+    paper = PreprocessConfig(xray_size=64)
+    assert np.array_equal(grey_2d(img, paper), resize_2d(normalise_to_uint8(img), 64))
+    clahe = PreprocessConfig(xray_size=64, intensity="clahe", colormap="gray3")
+    out = preprocess_2d(img, clahe, kind="xray")
+    assert np.array_equal(out[0], grey_2d(img, clahe)) and not np.array_equal(out[0], grey_2d(img, paper))
+    stronger = PreprocessConfig(xray_size=64, intensity="clahe", clahe_clip_limit=8.0, colormap="gray3")
+    assert not np.array_equal(preprocess_2d(img, stronger, kind="xray"), out)
+
+
+def test_intensity_is_named_in_the_input_spec_only_when_on():
+    from covidscan.preprocess.spec import input_spec
+
+    for kind in ("xray", "ct_slice2d"):
+        assert "intensity" not in input_spec(kind, PreprocessConfig()).params
+        on = input_spec(kind, PreprocessConfig(intensity="clahe", clahe_tiles=4)).params
+        assert on["intensity"] == "clahe" and on["clahe_tiles"] == 4
+        assert "clahe_tiles" not in input_spec(kind, PreprocessConfig(intensity="equalise")).params
+
+
+def test_unknown_intensity_is_a_config_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="intensity"):
+        PreprocessConfig(intensity="gamma")

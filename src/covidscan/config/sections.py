@@ -149,6 +149,12 @@ class PreprocessConfig(Section):
     xray_normalise: Literal["minmax", "percentile"] = "minmax"  # paper: "normalised to 0-255"
     xray_percentiles: tuple[float, float] = (0.5, 99.5)  # assumed; used when xray_normalise="percentile"
     resize_interpolation: Literal["auto", "area", "linear", "cubic"] = "auto"  # assumed; auto: area down, linear up
+    # per-image intensity normalisation of the resized grey image, before pseudo-colour (X-rays and 2D CT
+    # slices, not lesion crops); not in the papers: "none" is their path, "clahe"/"equalise" a lever against
+    # source shortcuts on small real sets (docs/ACCURACY.md)
+    intensity: Literal["none", "equalise", "clahe"] = "none"
+    clahe_clip_limit: float = Field(2.0, gt=0)  # OpenCV's CLAHE clip limit (used when intensity="clahe")
+    clahe_tiles: int = Field(8, ge=1)  # CLAHE tile grid: tiles x tiles
     # CT dimension normalisation (2D framework)
     ct_window_center: float = -600.0
     ct_window_width: float = Field(2000.0, gt=0)

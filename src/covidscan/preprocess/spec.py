@@ -90,12 +90,18 @@ def input_spec(kind: str, cfg: PreprocessConfig) -> InputSpec:
     window = {"ct_window_center": cfg.ct_window_center, "ct_window_width": cfg.ct_window_width}
     norm = {"xray_normalise": cfg.xray_normalise, "xray_percentiles": list(cfg.xray_percentiles)}
     interp = {"resize_interpolation": cfg.resize_interpolation}
+    # named only when on, so that the papers' path keeps its parameters (and cache keys) unchanged
+    if cfg.intensity == "none":
+        image_norm = norm
+    else:
+        clahe = {"clahe_clip_limit": cfg.clahe_clip_limit, "clahe_tiles": cfg.clahe_tiles} if cfg.intensity == "clahe" else {}
+        image_norm = {**norm, "intensity": cfg.intensity, **clahe}
     if kind == "xray":
         s = (3, cfg.xray_size, cfg.xray_size)
-        return InputSpec(kind, s, s, "uint8", (0, 255), cfg.colormap, None, {"xray_size": cfg.xray_size, "colormap": cfg.colormap, **norm, **interp})
+        return InputSpec(kind, s, s, "uint8", (0, 255), cfg.colormap, None, {"xray_size": cfg.xray_size, "colormap": cfg.colormap, **image_norm, **interp})
     if kind == "ct_slice2d":
         s = (3, cfg.ct_size, cfg.ct_size)
-        return InputSpec(kind, s, s, "uint8", (0, 255), cfg.colormap, None, {"ct_size": cfg.ct_size, "colormap": cfg.colormap, **norm, **interp})
+        return InputSpec(kind, s, s, "uint8", (0, 255), cfg.colormap, None, {"ct_size": cfg.ct_size, "colormap": cfg.colormap, **image_norm, **interp})
     if kind == "ct_stack":
         s = (cfg.ct_slices, cfg.ct_size, cfg.ct_size)
         return InputSpec(kind, s, s, "uint8", (0, 255), None, 3, {"ct_slices": cfg.ct_slices, "ct_size": cfg.ct_size, **window, **interp})

@@ -1,5 +1,8 @@
 """The 2D path: normalise a grey image to 0-255, resize, pseudo-colour to 3 channels (SPEC.md section 2).
 
+An optional per-image intensity normalisation (``preprocess.intensity``: CLAHE or histogram
+equalisation; ``none``, the papers' path, by default) sits between the resize and the pseudo-colour.
+
 Used for chest X-rays (``kind="xray"``) and for CT slices published as PNG/JPEG (``kind="ct_slice2d"``).
 The input is the array ingest stores: float32 (rows, cols), bright = dense. MONOCHROME1 inversion and
 the Modality/VOI LUT happen once, in :mod:`covidscan.data.dicom`; they are not redone here.
@@ -139,18 +142,40 @@ def pseudo_colour(grey: np.ndarray, colormap: str = "jet") -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1))
 
 
+def equalise_intensity(grey: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Per-image intensity normalisation of a uint8 grey image, as ``cfg.intensity`` says.
+
+    ``none`` returns the image unchanged (the papers' path); ``equalise`` is global histogram equalisation;
+    ``clahe`` is contrast-limited adaptive histogram equalisation (``clahe_clip_limit``, a
+    ``clahe_tiles`` x ``clahe_tiles`` grid). Both spread every image over the same intensity range,
+    which removes the brightness and contrast that differ between sources more than between labels.
+    """
+    if cfg.intensity == "none":
+        return grey
+    if grey.dtype != np.uint8 or grey.ndim != 2:
+        raise DataError(f"equalise_intensity: expected uint8 (rows, cols), got {grey.dtype} {grey.shape}")
+    if cfg.intensity == "equalise":
+        return cv2.equalizeHist(np.ascontiguousarray(grey))
+    if cfg.intensity == "clahe":
+        clahe = cv2.createCLAHE(clipLimit=cfg.clahe_clip_limit, tileGridSize=(cfg.clahe_tiles, cfg.clahe_tiles))
+        return clahe.apply(np.ascontiguousarray(grey))
+    raise ConfigError(f"preprocess.intensity: expected 'none', 'equalise' or 'clahe', got {cfg.intensity!r}")
+
+
 def grey_2d(image: np.ndarray, cfg: PreprocessConfig, size: int | None = None, what: str = "image") -> np.ndarray:
-    """Normalise and resize a grey image: the uint8 (size, size) image that :func:`preprocess_2d` colours.
+    """Normalise, resize and (per ``cfg.intensity``) equalise a grey image: the uint8 (size, size) image
+    that :func:`preprocess_2d` colours.
 
     Args:
         image: float32 (rows, cols) as stored by ingest.
-        cfg: preprocessing parameters (``xray_normalise``, ``xray_percentiles``, ``resize_interpolation``).
+        cfg: preprocessing parameters (``xray_normalise``, ``xray_percentiles``, ``resize_interpolation``,
+            ``intensity``).
         size: output side; defaults to ``cfg.xray_size``.
         what: name used in error messages.
     """
     side = cfg.xray_size if size is None else size
     grey = normalise_to_uint8(image, cfg.xray_normalise, cfg.xray_percentiles, what=what)
-    return resize_2d(grey, side, cfg.resize_interpolation)
+    return equalise_intensity(resize_2d(grey, side, cfg.resize_interpolation), cfg)
 
 
 def size_for_kind(kind: str, cfg: PreprocessConfig) -> int:
