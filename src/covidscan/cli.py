@@ -394,6 +394,11 @@ def annotate_serve(
         suggester = load_suggester(suggest_from, p)
     settings = Settings(secret=auth.session_secret(secret_file), secure_cookies=secure_cookies, iou_threshold=iou_threshold,
                         export_dir=export_dir, suggester=suggester)
+    from covidscan.annotate.store import User
+
+    with sessions() as session:
+        if session.query(User).count() == 0:
+            console.print(f"[yellow]no accounts yet:[/] create an admin with `covidscan annotate add-user NAME --role admin --db {db}`")
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding {host}: serve it only behind a TLS reverse proxy on a private network (docs/ANNOTATION.md)")
     out.print(f"covidscan annotate: {len(library.ids())} cases from {ingest} on http://{host}:{port}  ({RESEARCH_NOTICE})")

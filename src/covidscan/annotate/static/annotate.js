@@ -9,7 +9,7 @@
   const canvas = document.getElementById("canvas"), ctx = canvas.getContext("2d");
   const WINDOWS = ["lung", "mediastinum", "preprocessing"];
   const state = { slice: 0, window: "lung", colour: false, scale: 1, ox: 0, oy: 0, boxes: [], suggestions: [],
-                  others: { reader1: [], reader2: [] }, selected: -1, read: null, readonly: false, drag: null, img: null };
+                  others: { reader1: [], reader2: [] }, selected: -1, read: null, readonly: false, drag: null, img: null, loads: 0 };
 
   const api = window.covidscanApi(csrf);
   function say(text) { document.getElementById("status").textContent = text; }
@@ -50,8 +50,9 @@
   }
   function loadImage() {
     const url = "/api/cases/" + encodeURIComponent(record) + "/image?slice=" + state.slice + "&window=" + state.window + "&colour=" + (state.colour ? 1 : 0);
-    const img = new Image();
-    img.onload = () => { state.img = img; canvas.dataset.loaded = url; draw(); };
+    const img = new Image(), seq = ++state.loads;  // only the latest request is shown (an older one may arrive later)
+    img.onload = () => { if (seq !== state.loads) return; state.img = img; canvas.dataset.loaded = url; draw(); };
+    img.onerror = () => { if (seq === state.loads) say("image not available"); };
     img.src = url;
   }
   function setSlice(i) {
