@@ -25,6 +25,7 @@ SYNTH_DIR = Path("data/raw/synthetic")
 INGEST_DIR = Path("data/interim/ingest")
 PROCESSED_DIR = Path("data/processed")
 SPLITS_FILE = Path("data/splits/splits.parquet")
+ANNOTATIONS_DIR = Path("data/raw/annotations")  # the annotation platform's export (params: data.annotations)
 
 app = typer.Typer(
     name="covidscan",
@@ -367,7 +368,7 @@ def annotate_serve(
     db: DbOption = ANNOTATE_DB,
     host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1 and put a TLS reverse proxy in front (docs/ANNOTATION.md).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8600,
-    export_dir: Annotated[Path, typer.Option("--export-dir", help="Where the admin's export writes (DVC-tracked; data.annotations).")] = Path("data/raw/annotations"),
+    export_dir: Annotated[Path, typer.Option("--export-dir", help="Where the admin's export writes (DVC-tracked; data.annotations).")] = ANNOTATIONS_DIR,
     secret_file: Annotated[Path, typer.Option("--secret-file", help="Session-signing secret (created 0600 at first start; or $COVIDSCAN_ANNOTATE_SECRET).")] = Path("~/.config/covidscan/annotate-secret"),
     secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Mark the session cookie Secure (behind TLS).")] = False,
     iou_threshold: Annotated[float, typer.Option("--iou-threshold", min=0.05, max=1.0, help="Boxes of the two readers pair at IoU >= this.")] = 0.5,
@@ -430,7 +431,7 @@ def annotate_add_user(
 @user_errors
 def annotate_export(
     db: DbOption = ANNOTATE_DB,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (then `dvc add` it; data.annotations names it).")] = Path("data/raw/annotations"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (then `dvc add` it; data.annotations names it).")] = ANNOTATIONS_DIR,
     iou_threshold: Annotated[float, typer.Option("--iou-threshold", min=0.05, max=1.0)] = 0.5,
 ) -> None:
     """Export the settled cases: annotations.csv/reads.csv (what ingest reads), annotations.json and the agreement report."""

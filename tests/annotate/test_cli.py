@@ -3,6 +3,9 @@ Alembic migration."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner
 
@@ -40,4 +43,25 @@ def test_alembic_creates_the_schema_at_head_and_is_idempotent(tmp_path):
     engine = create_engine(url)
     assert {"users", "boxes", "reads", "submissions", "adjudications", "audit"} <= set(inspect(engine).get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
+
+
+def test_a_database_of_revision_0001_is_migrated_at_start_keeping_its_accounts(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from covidscan.annotate import store
+    from covidscan.annotate.auth import authenticate
+
+    url = default_url(tmp_path / "old.db")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(store.__file__).with_name("migrations")))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0001")  # what the first release created
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("insert into users (username, password_hash, role, failed_logins, created_at) values "
+                       "('old', :h, 'senior', 0, '2026-01-01')"), {"h": PasswordHasher().hash("an old password")})
+    assert "session_epoch" not in {col["name"] for col in inspect(engine).get_columns("users")}
+    with open_store(url)() as db:  # the app's start: upgrade head
+        assert authenticate(db, "old", "an old password").session_epoch == 0

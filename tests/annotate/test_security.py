@@ -33,6 +33,15 @@ def test_wrong_password_repeatedly_locks_the_account(platform):
     assert actions.count("login_failed") == 3 and "login_refused_locked" in actions
 
 
+def test_a_cookie_copied_before_logout_stops_working(platform):
+    c = client_for(platform, "ann1")
+    stolen = dict(c.cookies)
+    assert c.get("/api/me").status_code == 200
+    assert c.post("/logout", data={"csrf_token": csrf_of(c)}, follow_redirects=False).status_code == 303
+    replay = TestClient(platform.app, cookies=stolen)
+    assert replay.get("/api/me").status_code == 401
+
+
 def test_unknown_user_and_wrong_password_get_the_same_answer(platform):
     c = client_for(platform)
     a, b = login(c, "nobody", "whatever12345"), login(c, "ann2", "whatever12345")

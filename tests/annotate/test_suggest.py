@@ -21,7 +21,7 @@ def test_suggestions_are_offered_saved_only_when_accepted_and_order_the_worklist
     write_bundle(tmp_path / "xray.pt", tmp_path / "bundle", role="xray", name=tm.NAMES["xray"], version="1", alias="champion",
                  preprocess=tm.TINY_PRE)
     suggester = from_bundle(tmp_path / "bundle")
-    app = create_app(platform.library, open_store(platform.db_url), Settings(secret="s" * 40, suggester=suggester))
+    app = create_app(platform.library, open_store(platform.db_url), Settings(secret="s" * 40, export_dir=tmp_path / "export", suggester=suggester))
     c = TestClient(app)
     assert login(c, "ann1").status_code == 303
     xray, ct = platform.ids("xray")[0], platform.ids("ct_volume")[0]

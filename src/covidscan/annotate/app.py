@@ -95,9 +95,9 @@ class Settings:
     """What ``covidscan annotate serve`` configures."""
 
     secret: str
+    export_dir: Path  # where the admin's export writes
     secure_cookies: bool = False
     iou_threshold: float = 0.5
-    export_dir: Path = Path("data/raw/annotations")
     max_failures: int = auth.MAX_FAILURES
     lockout_minutes: float = auth.LOCKOUT_MINUTES
     suggester: Any = None  # covidscan.annotate.suggest.Suggester or None
@@ -144,8 +144,7 @@ def create_app(library: CaseLibrary, sessions: sessionmaker[Session], settings: 
             db.close()
 
     def current_user(request: Request, db: Session = Depends(db_session)) -> User:
-        uid = request.session.get("uid")
-        user = db.get(User, uid) if isinstance(uid, int) else None
+        user = auth.session_user(request, db)
         if user is None:
             raise HTTPException(status_code=401, detail="log in first")
         return user
@@ -154,8 +153,7 @@ def create_app(library: CaseLibrary, sessions: sessionmaker[Session], settings: 
         auth.check_csrf(request, request.headers.get("x-csrf-token"))
 
     def page_user(request: Request, db: Session) -> User | None:
-        uid = request.session.get("uid")
-        return db.get(User, uid) if isinstance(uid, int) else None
+        return auth.session_user(request, db)
 
     # ------------------------------------------------------------------ pages
     @app.get("/login", response_class=HTMLResponse)
@@ -183,6 +181,7 @@ def create_app(library: CaseLibrary, sessions: sessionmaker[Session], settings: 
         if user is not None:
             from covidscan.annotate.store import audit
 
+            auth.end_sessions(db, user)
             audit(db, user, "logout")
             db.commit()
         request.session.clear()

@@ -4,7 +4,8 @@
   parameters, rehashed on login when those change). Nothing here implements cryptography.
 - Sessions are Starlette's signed cookie sessions (``SessionMiddleware``, itsdangerous): the cookie
   holds the user id and the session's CSRF token; it is ``HttpOnly``, ``SameSite=Strict`` and, with
-  ``--secure-cookies`` (behind a TLS reverse proxy), ``Secure``. The signing key is a random secret
+  ``--secure-cookies`` (behind a TLS reverse proxy), ``Secure``; it also holds the account's session
+  epoch, which logging out moves on, so a copied cookie stops working at logout. The signing key is a random secret
   created at first start in a file outside the repository (mode 0600) or taken from
   ``COVIDSCAN_ANNOTATE_SECRET``; a new session (new token) is started at every login.
 - CSRF: every state-changing request (POST/PUT/DELETE) must carry the session's token, in the
@@ -154,7 +155,22 @@ def check_csrf(request: Request, submitted: str | None) -> None:
 def start_session(request: Request, user: User) -> None:
     request.session.clear()
     request.session["uid"] = user.id
+    request.session["epoch"] = user.session_epoch or 0
     request.session["csrf"] = secrets.token_urlsafe(32)
+
+
+def session_user(request: Request, db: Session) -> User | None:
+    """The logged-in account, if the session's epoch is still the account's (not logged out since)."""
+    uid = request.session.get("uid")
+    user = db.get(User, uid) if isinstance(uid, int) else None
+    if user is None or request.session.get("epoch") != (user.session_epoch or 0):
+        return None
+    return user
+
+
+def end_sessions(db: Session, user: User) -> None:
+    """Log the account out everywhere: every cookie issued before stops working."""
+    user.session_epoch = (user.session_epoch or 0) + 1
 
 
 def require_role(user: User, *roles: str) -> None:

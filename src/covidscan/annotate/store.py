@@ -55,6 +55,9 @@ class User(Base):
     reads_as: Mapped[str | None] = mapped_column(String(32), nullable=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # a session cookie is valid only with the account's current epoch: logging out moves it on, so a
+    # copied cookie dies with the logout (revision 0002)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
