@@ -64,6 +64,20 @@ class Platform:
         return list(m.loc[m["kind"] == kind, "record_id"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_argon2():
+    """Argon2id with its smallest cost for the tests (the hashing is real; only time_cost and memory_cost
+    differ from argon2-cffi's defaults, which the platform uses): a login verifies in milliseconds."""
+    from argon2 import PasswordHasher
+
+    from covidscan.annotate import auth
+
+    kept = auth._hasher
+    auth._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    auth._hasher = kept
+
+
 @pytest.fixture(scope="session")
 def accounts_db(tmp_path_factory) -> Path:
     """A store with the accounts of :data:`USERS` (made once: Argon2 hashing takes a while on purpose)."""

@@ -217,7 +217,7 @@ def create_app(library: CaseLibrary, sessions: sessionmaker[Session], settings: 
             for rid in library.ids():
                 case = library.get(rid)
                 row = {**case.public(), "status": case_status(db, rid, user.slot)}
-                if settings.suggester is not None:
+                if order == "uncertainty" and settings.suggester is not None:  # the model runs once per case, then cached
                     row["uncertainty"] = settings.suggester.uncertainty(library, case)
                 rows.append(row)
             if order == "uncertainty" and settings.suggester is not None:

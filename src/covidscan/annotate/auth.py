@@ -40,7 +40,7 @@ MAX_FAILURES = 5
 LOCKOUT_MINUTES = 15.0
 
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("not-a-password")
+_dummy: dict[str, str] = {}  # a hash with the current parameters, verified for unknown names (same time as a real one)
 
 
 class AccountError(ConfigError):
@@ -104,7 +104,7 @@ def authenticate(db: Session, username: str, password: str, max_failures: int = 
     now = utcnow()
     if user is None:
         try:
-            _hasher.verify(_DUMMY_HASH, password + "x")
+            _hasher.verify(_dummy.setdefault("hash", _hasher.hash("not-a-password")), password + "x")
         except VerificationError:
             pass
         audit(db, None, "login_failed", username=username[:64], reason="unknown_user")
