@@ -5,7 +5,6 @@ on 127.0.0.1 for the browser test)."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,9 @@ from covidscan.annotate.auth import create_user
 from covidscan.annotate.cases import CaseLibrary
 from covidscan.annotate.store import default_url, open_store
 from covidscan.config import DataConfig, SourceSpec
-from covidscan.data import manifest as mf
 from covidscan.data.ingest import ingest
 from tests.data.ingest_fixtures import UID_ROOT, write_hospital_export
-from tests.data.test_ingest import ALL_SENTINELS, NAME_SENTINELS, PATIENT_SENTINEL, SALT
+from tests.data.test_ingest import NAME_SENTINELS, PATIENT_SENTINEL, SALT
 
 PASSWORD = "correct horse battery"
 USERS = {  # name -> (role, slot, reads_as)
@@ -112,5 +110,3 @@ def csrf_of(client) -> str:
 
     return re.search(r'data-csrf="([^"]+)"', client.get("/").text).group(1)
 
-
-__all__ = ["ALL_SENTINELS", "PASSWORD", "USERS", "Platform", "csrf_of", "login", "mf", "logging"]

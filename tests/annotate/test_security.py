@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from covidscan.annotate.store import AuditEntry, open_store
-from tests.annotate.conftest import ALL_SENTINELS, PASSWORD, csrf_of, login
+from tests.annotate.conftest import PASSWORD, csrf_of, login
+from tests.data.test_ingest import ALL_SENTINELS
 
 
 def client_for(platform, username: str | None = None) -> TestClient:

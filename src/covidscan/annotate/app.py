@@ -21,7 +21,7 @@ Content-Security-Policy (scripts from the app only), ``X-Frame-Options: DENY`` a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +48,7 @@ from covidscan.annotate.reading import (
     read_of,
     save_reader_work,
 )
-from covidscan.annotate.store import SLOTS, Adjudication, AuditEntry, User
+from covidscan.annotate.store import SLOTS, Adjudication, AuditEntry, User, audit
 from covidscan.annotate.workflow import BoxT
 
 log = logging.getLogger("covidscan.annotate")
@@ -101,7 +101,6 @@ class Settings:
     max_failures: int = auth.MAX_FAILURES
     lockout_minutes: float = auth.LOCKOUT_MINUTES
     suggester: Any = None  # covidscan.annotate.suggest.Suggester or None
-    extra: dict = field(default_factory=dict)
 
 
 def create_app(library: CaseLibrary, sessions: sessionmaker[Session], settings: Settings) -> FastAPI:
@@ -179,8 +178,6 @@ def create_app(library: CaseLibrary, sessions: sessionmaker[Session], settings: 
         auth.check_csrf(request, csrf_token)
         user = page_user(request, db)
         if user is not None:
-            from covidscan.annotate.store import audit
-
             auth.end_sessions(db, user)
             audit(db, user, "logout")
             db.commit()
@@ -304,7 +301,6 @@ def create_app(library: CaseLibrary, sessions: sessionmaker[Session], settings: 
     def export_now(user: User = Depends(current_user), db: Session = Depends(db_session)) -> dict:
         auth.require_role(user, "admin")
         from covidscan.annotate.export import export
-        from covidscan.annotate.store import audit
 
         summary = export(db, settings.export_dir, settings.iou_threshold)
         audit(db, user, "export", n_cases=summary["n_cases"], n_boxes=summary["n_boxes"])
