@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install demo test test-fast repro realdata push mlflow-ui serve bento lock salt clean distclean
+.PHONY: help install demo test test-fast repro realdata push mlflow-ui serve bento lock salt clean distclean annotate browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -56,11 +56,22 @@ demo: install salt  ## install, generate the synthetic data, run `dvc repro` end
 	echo "  serving:   make serve  (BentoML on http://127.0.0.1:3000, the registry champions; docs/SERVING.md)" && \
 	echo "  research use only; not a medical device."
 
-test: install plots-vendor  ## the whole test suite, offline, no GPU (plots-vendor: the pinned vega libraries, for the offline-plots test)
+test: install plots-vendor browser  ## the whole test suite, offline, no GPU (plots-vendor: the pinned vega libraries, for the offline-plots test)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: install  ## the inner loop: every test not marked slow (no dvc repro, no bentoml serve), two workers
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+# Headless Chromium from Debian's packages for the browser tests (offline plots, the annotation platform);
+# never a browser downloaded by Playwright. Without root or apt the tests that need it skip.
+browser:  ## install Debian's chromium for the browser tests when it is missing (apt-get)
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo -n apt-get update -qq && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; } \
+	  || echo "chromium not installed (apt-get install chromium): the browser tests will skip"
+
+ANNOTATE_PORT ?= 8600
+annotate: install salt  ## the annotation platform on 127.0.0.1 over data/interim/ingest (accounts: covidscan annotate add-user; docs/ANNOTATION.md)
+	$(BIN)/covidscan annotate serve --ingest data/interim/ingest --host 127.0.0.1 --port $(ANNOTATE_PORT)
 
 mlflow-ui: install  ## open the MLflow UI on 127.0.0.1 over the embedded sqlite store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)

@@ -25,6 +25,7 @@ SYNTH_DIR = Path("data/raw/synthetic")
 INGEST_DIR = Path("data/interim/ingest")
 PROCESSED_DIR = Path("data/processed")
 SPLITS_FILE = Path("data/splits/splits.parquet")
+ANNOTATIONS_DIR = Path("data/raw/annotations")  # the annotation platform's export (params: data.annotations)
 
 app = typer.Typer(
     name="covidscan",
@@ -346,6 +347,102 @@ def rollback_command(
     p = load_params(params, profile=profile) if params.is_file() else Params()
     now, prev = rollback(name, p.registry.champion_alias, p.registry.previous_alias)
     out.print(f"{name}: {p.registry.champion_alias} -> version {now}; {p.registry.previous_alias} -> version {prev or 'none'}")
+
+annotate_app = typer.Typer(help="The annotation platform: readers box lesions and record reads, a senior adjudicates, the export feeds ingest (docs/ANNOTATION.md).",
+                           no_args_is_help=True)
+app.add_typer(annotate_app, name="annotate")
+DbOption = Annotated[str, typer.Option("--db", help="The store: a SQLite file, or an SQLAlchemy URL (postgresql+psycopg://...).")]
+ANNOTATE_DB = "annotate.db"
+
+
+def _db_url(db: str) -> str:
+    from covidscan.annotate.store import default_url
+
+    return db if "://" in db else default_url(db)
+
+
+@annotate_app.command("serve")
+@user_errors
+def annotate_serve(
+    ingest: Annotated[Path, typer.Option("--ingest", help="The ingest folder whose de-identified records are annotated.")] = INGEST_DIR,
+    db: DbOption = ANNOTATE_DB,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1 and put a TLS reverse proxy in front (docs/ANNOTATION.md).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8600,
+    export_dir: Annotated[Path, typer.Option("--export-dir", help="Where the admin's export writes (DVC-tracked; data.annotations).")] = ANNOTATIONS_DIR,
+    secret_file: Annotated[Path, typer.Option("--secret-file", help="Session-signing secret (created 0600 at first start; or $COVIDSCAN_ANNOTATE_SECRET).")] = Path("~/.config/covidscan/annotate-secret"),
+    secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Mark the session cookie Secure (behind TLS).")] = False,
+    iou_threshold: Annotated[float, typer.Option("--iou-threshold", min=0.05, max=1.0, help="Boxes of the two readers pair at IoU >= this.")] = 0.5,
+    suggest_from: Annotated[str | None, typer.Option("--suggest-from", help="Offer Grad-CAM/DBSCAN boxes of this model (a registry URI, e.g. models:/covidscan-student-xray@champion).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Serve the annotation platform (FastAPI + uvicorn) over the ingest folder."""
+    import uvicorn
+
+    from covidscan.annotate import auth
+    from covidscan.annotate.app import Settings, create_app
+    from covidscan.annotate.cases import CaseLibrary
+    from covidscan.annotate.store import open_store
+    from covidscan.config import Params, load_params
+
+    p = load_params(params, profile=profile) if params.is_file() else Params()
+    library = CaseLibrary(ingest, p.preprocess)
+    sessions = open_store(_db_url(db))
+    suggester = None
+    if suggest_from:
+        from covidscan.annotate.suggest import load_suggester
+
+        suggester = load_suggester(suggest_from, p)
+    settings = Settings(secret=auth.session_secret(secret_file), secure_cookies=secure_cookies, iou_threshold=iou_threshold,
+                        export_dir=export_dir, suggester=suggester)
+    from covidscan.annotate.store import User
+
+    with sessions() as session:
+        if session.query(User).count() == 0:
+            console.print(f"[yellow]no accounts yet:[/] create an admin with `covidscan annotate add-user NAME --role admin --db {db}`")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] binding {host}: serve it only behind a TLS reverse proxy on a private network (docs/ANNOTATION.md)")
+    out.print(f"covidscan annotate: {len(library.ids())} cases from {ingest} on http://{host}:{port}  ({RESEARCH_NOTICE})")
+    uvicorn.run(create_app(library, sessions, settings), host=host, port=port, log_level="info", server_header=False)
+
+
+@annotate_app.command("add-user")
+@user_errors
+def annotate_add_user(
+    username: Annotated[str, typer.Argument(help="The account's name (letters, digits, . _ -).")],
+    role: Annotated[str, typer.Option("--role", help="reader | senior | admin")],
+    slot: Annotated[str | None, typer.Option("--slot", help="A reader's slot: reader1 | reader2.")] = None,
+    reads_as: Annotated[str | None, typer.Option("--reads-as", help="Expert reader name of the reader's reads in reads.parquet (Respira., Emerg., Intern, Rad-5th, Rad-3rd).")] = None,
+    db: DbOption = ANNOTATE_DB,
+) -> None:
+    """Create an account; the password comes from $COVIDSCAN_ANNOTATE_PASSWORD or is asked for (hidden)."""
+    import os
+
+    from covidscan.annotate.auth import create_user
+    from covidscan.annotate.store import open_store
+
+    password = os.environ.get("COVIDSCAN_ANNOTATE_PASSWORD") or typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with open_store(_db_url(db))() as session:
+        create_user(session, username, password, role, slot, reads_as)
+    out.print(f"user {username} ({role}{', ' + slot if slot else ''}) created")
+
+
+@annotate_app.command("export")
+@user_errors
+def annotate_export(
+    db: DbOption = ANNOTATE_DB,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (then `dvc add` it; data.annotations names it).")] = ANNOTATIONS_DIR,
+    iou_threshold: Annotated[float, typer.Option("--iou-threshold", min=0.05, max=1.0)] = 0.5,
+) -> None:
+    """Export the settled cases: annotations.csv/reads.csv (what ingest reads), annotations.json and the agreement report."""
+    from covidscan.annotate.export import export
+    from covidscan.annotate.store import audit, open_store
+
+    with open_store(_db_url(db))() as session:
+        summary = export(session, out_dir, iou_threshold)
+        audit(session, None, "export", username="cli", n_cases=summary["n_cases"], n_boxes=summary["n_boxes"])
+        session.commit()
+    out.print(f"{out_dir}: {summary['n_cases']} cases, {summary['n_boxes']} boxes, {summary['n_reads']} reads; kappa of the reads {summary['kappa']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

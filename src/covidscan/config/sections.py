@@ -91,6 +91,9 @@ class DataConfig(Section):
     )
     dicom: DicomLimits = Field(default_factory=DicomLimits)
     deid: DeidConfig = Field(default_factory=DeidConfig)
+    # the annotation platform's export (`covidscan annotate export`), merged by record_id into
+    # annotations.parquet/reads.parquet; keep it under data/raw (ingest's DVC dependency); docs/DATA.md
+    annotations: str | None = None
 
 
 # --------------------------------------------------------------------------- splits/preprocess

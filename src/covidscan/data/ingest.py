@@ -17,7 +17,9 @@ For each :class:`~covidscan.config.SourceSpec` the adapter lists its records; fo
 5. fails with :class:`NoUsableRecordsError` (naming the source and summarising the reasons) when a
    source yields no usable record at all, before any table is written, so an earlier run's tables
    stay as they were;
-6. writes ``manifest.parquet``, ``clinical.parquet``, ``annotations.parquet``, ``reads.parquet``,
+6. merges the annotation platform's export when ``data.annotations`` names one
+   (:mod:`covidscan.data.annotation_export`: its boxes and reads replace the sources' for its records);
+7. writes ``manifest.parquet``, ``clinical.parquet``, ``annotations.parquet``, ``reads.parquet``,
    ``quarantine.parquet`` and ``summary.parquet`` (counts per source x modality x label x centre),
    each checked against its schema in :mod:`covidscan.data.manifest` and written atomically, and
    ``report.json`` (per source: ingested, quarantined per reason, skipped, labels by default), then
@@ -42,6 +44,7 @@ from rich.console import Console
 from rich.progress import track
 
 from covidscan.config import DataConfig, SourceSpec
+from covidscan.data import annotation_export
 from covidscan.data import manifest as mf
 from covidscan.data.dicom.errors import (
     EmptyFileError,
@@ -94,6 +97,8 @@ class IngestSummary:
         ingested: per source, records written to the manifest.
         per_source: the summary table (source, modality, label, centre, n_records, n_patients).
         manifest_sha256: digest of manifest.parquet (what the integrator logs as the dataset input).
+        annotations: what ``data.annotations`` (the annotation platform's export) brought: cases,
+            boxes, reads, unknown_record_ids; empty without one.
     """
 
     out_dir: Path
@@ -105,6 +110,7 @@ class IngestSummary:
     ingested: dict[str, int] = field(default_factory=dict)
     per_source: pd.DataFrame = field(default_factory=lambda: mf.empty_table(mf.SUMMARY_SCHEMA))
     manifest_sha256: str = ""
+    annotations: dict[str, int] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """Per source: records ingested, quarantined per reason, skipped per filter, labels by default
@@ -114,7 +120,8 @@ class IngestSummary:
                                    "quarantined": self.quarantined.get(name, {}),
                                    "skipped": self.skipped.get(name, {}),
                                    "defaulted": self.defaulted.get(name, {})} for name in names},
-                "n_records": self.n_records, "n_quarantined": self.n_quarantined}
+                "n_records": self.n_records, "n_quarantined": self.n_quarantined,
+                **({"annotations": self.annotations} if self.annotations else {})}
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -378,6 +385,12 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
                  dict(adapter.skipped) or "none", dict(adapter.defaulted) or "none")
         if n_ok == 0:
             raise _no_usable_records(spec, outcomes, adapter.skipped)
+    annotation_counts: dict[str, int] = {}
+    if data_cfg.annotations:
+        tables.annotations, tables.reads, annotation_counts = annotation_export.merge(
+            Path(data_cfg.annotations).expanduser(), {r["record_id"] for r in tables.manifest}, tables.annotations, tables.reads)
+        log.info("data.annotations: the platform's export for %d cases (%d boxes, %d reads) replaces the sources' rows",
+                 annotation_counts["cases"], annotation_counts["boxes"], annotation_counts["reads"])
     manifest = tables.frame(tables.manifest, mf.MANIFEST_SCHEMA)
     mf.write_manifest(manifest, out_dir / mf.MANIFEST_FILE)
     mf.write_table(tables.frame(tables.clinical, mf.CLINICAL_SCHEMA), out_dir / mf.CLINICAL_FILE, mf.CLINICAL_SCHEMA)
@@ -393,6 +406,6 @@ def ingest(sources: list[SourceSpec], data_cfg: DataConfig, out_dir: str | Path,
     log.info("ingest: %d records, %d quarantined -> %s", len(manifest), len(tables.quarantine), out_dir)
     result = IngestSummary(out_dir=out_dir, n_records=len(manifest), n_quarantined=len(tables.quarantine), skipped=skipped,
                            quarantined=quarantined, defaulted=defaulted, ingested=ingested, per_source=summary,
-                           manifest_sha256=digest)
+                           manifest_sha256=digest, annotations=annotation_counts)
     mf.atomic_write_bytes(out_dir / REPORT_FILE, (json.dumps(result.report(), indent=2, sort_keys=True) + "\n").encode())
     return result
