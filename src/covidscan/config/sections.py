@@ -23,6 +23,34 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------------------- shared
+class DistributedConfig(Section):
+    """Data-parallel training with torch.distributed (the teachers, the student, CSAC-Net; see
+    :mod:`covidscan.training.distributed`).
+
+    A training stage started by ``torchrun`` (``WORLD_SIZE`` > 1 in its environment) trains data-parallel
+    whatever ``nproc_per_node`` says; ``nproc_per_node`` > 1 makes a stage started plainly (``dvc repro``,
+    ``python -m pipelines.train_teacher``) relaunch itself under ``torchrun --standalone`` on this node. With
+    the defaults and no torchrun nothing changes: one process, as before.
+
+    Attributes:
+        nproc_per_node: worker processes on this node (one per GPU; 1: no relaunch).
+        max_restarts: times torchrun restarts the workers after one fails (each restart resumes from the
+            newest checkpoint).
+        backend: ``auto`` = ``nccl`` on CUDA, ``gloo`` on the CPU.
+        sync_batchnorm: ``auto`` = SyncBatchNorm on CUDA (batch statistics over all ranks); on the CPU
+            PyTorch has no SyncBatchNorm, so BatchNorm normalises each rank's shard of the batch and
+            rank 0's running statistics are broadcast before every validation and saved. ``on`` on the
+            CPU is an error.
+        timeout_s: how long a collective waits for the other ranks.
+    """
+
+    nproc_per_node: int = Field(1, ge=1)
+    max_restarts: int = Field(3, ge=0)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    sync_batchnorm: Literal["auto", "on", "off"] = "auto"
+    timeout_s: int = Field(1800, ge=10)
+
+
 class RunConfig(Section):
     """Settings every stage shares."""
 
@@ -31,6 +59,7 @@ class RunConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(2, ge=0)
     experiment_name: str = "covidscan"
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)  # data-parallel training (torchrun)
 
 
 # ---------------------------------------------------------------------------------------- data
