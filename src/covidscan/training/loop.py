@@ -19,6 +19,11 @@ decay, or Adam, per :class:`~covidscan.config.OptimConfig`) and the warm-up + st
 resume from the newest checkpoint when there is one, then run the epochs: train (bf16 autocast and
 channels-last memory on GPU only), validate, update the gate, step the schedule, checkpoint, report.
 
+Started by ``torchrun`` with several ranks, the same function trains data-parallel
+(:mod:`covidscan.training.distributed`): each rank its shard of every global batch through
+DistributedDataParallel, the validation gathered over the ranks (the gate sees the whole set), rank 0
+alone checkpointing and calling the callback. Without torchrun none of that runs.
+
 The model kept is the last epoch's (as in the paper) or the best by validation (``keep="best"``:
 highest validation AUROC for classifiers, lowest validation loss for regressors). Metrics go to an
 optional ``callback(metrics: dict)`` once per epoch; this module never imports MLflow.
@@ -42,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from covidscan.config import DistillConfig, OptimConfig, RunConfig
 from covidscan.device import resolve_device
@@ -50,6 +55,7 @@ from covidscan.errors import ConfigError
 from covidscan.models.blocks import xavier_init_
 from covidscan.training.checkpoint import latest_checkpoint, save_checkpoint, set_rng_state
 from covidscan.training.data import EpochSampler, dataset_targets
+from covidscan.training import distributed as ddp
 from covidscan.training.distill import TeacherEnsemble
 from covidscan.training.gates import active_gate_index, as_aux_list, find_gates, has_aux
 from covidscan.training.losses import class_weights_from_labels, distillation_loss, weighted_cross_entropy
@@ -151,8 +157,9 @@ def train(
     distill = distill or DistillConfig()
     report: list[str] = []
 
-    # ---- 1. device, seeds, determinism ---------------------------------------------------------
+    # ---- 1. device, ranks, seeds, determinism ---------------------------------------------------
     device = resolve_device(run.device, "run.device")
+    ctx, device = ddp.setup(run.distributed, device)  # torchrun with WORLD_SIZE > 1: join the group (no-op otherwise)
     on_gpu = device.type == "cuda"
     seed_everything(run.seed)
     with DeterministicMode(run.deterministic, device) as determinism:
@@ -162,6 +169,7 @@ def train(
         model.to(device)
         if teachers is not None:
             teachers.to(device)
+        sync_bn = ddp.SyncBatchNormSwap(model) if ddp.use_sync_batchnorm(run.distributed, device, ctx) else None
         gates = find_gates(model) if task == "classification" else []
         use_aux = task == "classification" and has_aux(model)
         if gates and not use_aux:
@@ -170,9 +178,18 @@ def train(
             raise ConfigError("a model with a Control Gate Block needs a validation set (the gate opens on validation sensitivity)")
 
         # ---- 3. data ---------------------------------------------------------------------------
-        sampler = EpochSampler(len(train_set), run.seed, shuffle=True, with_seeds=getattr(train_set, "supports_seeded_keys", False))
-        train_loader = make_loader(train_set, optim.batch_size, run, device, sampler=sampler)
-        val_loader = make_loader(val_set, optim.batch_size, run, device) if val_set is not None else None
+        with_seeds = getattr(train_set, "supports_seeded_keys", False)
+        if ctx.enabled:  # each rank its shard of the epoch's order and its share of the global batch
+            if val_set is not None and len(val_set) < ctx.world_size:
+                raise ConfigError(f"the validation set has {len(val_set)} samples, fewer than the {ctx.world_size} ranks")
+            sampler = ddp.ShardedEpochSampler(train_set, run.seed, ctx, with_seeds=with_seeds)
+            batch = ddp.per_rank_batch(optim.batch_size, ctx)
+            train_loader = make_loader(train_set, batch, run, device, sampler=sampler)
+            val_loader = make_loader(val_set, batch, run, device, sampler=ddp.ShardSampler(len(val_set), ctx)) if val_set is not None else None
+        else:
+            sampler = EpochSampler(len(train_set), run.seed, shuffle=True, with_seeds=with_seeds)
+            train_loader = make_loader(train_set, optim.batch_size, run, device, sampler=sampler)
+            val_loader = make_loader(val_set, optim.batch_size, run, device) if val_set is not None else None
 
         # ---- 4. loss ---------------------------------------------------------------------------
         weight: torch.Tensor | None = None
@@ -222,6 +239,15 @@ def train(
             start_epoch = resumed_from = int(ckpt["epoch"])
             start_epoch += 1
             log.info("resuming from %s (epoch %d of %d completed)", path, start_epoch, optim.epochs)
+        ddp.check_same_on_all_ranks(start_epoch, "the epoch to resume from", ctx)
+
+        # the module the training steps call: DDP (gradients averaged over the ranks) or the model itself
+        if ctx.enabled:
+            step_model = ddp.data_parallel(model, device, find_unused_parameters=bool(gates))
+            forward = lambda x: step_model(x)  # noqa: E731
+            forward_with_aux = lambda x: step_model(x, with_aux=True)  # noqa: E731
+        else:
+            forward, forward_with_aux = model, getattr(model, "forward_with_aux", None)
 
         # ---- 7. epochs ---------------------------------------------------------------------------
         autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
@@ -248,12 +274,12 @@ def train(
                     with autocast():
                         soft = teachers(x) if teachers is not None else None  # same augmented batch, no grad
                         if use_aux:
-                            logits, aux = model.forward_with_aux(x)
+                            logits, aux = forward_with_aux(x)
                             loss = loss_fn(logits, y, soft)
                             aux_logits = as_aux_list(aux, len(gates))[active]  # the active gate's auxiliary head
                             loss = loss + lambda_aux * weighted_cross_entropy(aux_logits, y, weight)
                         else:
-                            loss = loss_fn(model(x), y, soft)
+                            loss = loss_fn(forward(x), y, soft)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -262,12 +288,16 @@ def train(
             scheduler.step()
             if seen == 0:
                 raise ConfigError("the training set produced no batch (is it empty?)")
+            if ctx.enabled:  # the loss over every rank's samples; every rank validates (and saves) rank 0's buffers
+                totals = ddp.all_reduce_sum(torch.stack([loss_sum.float(), torch.tensor(float(seen), device=device)]), ctx)
+                loss_sum, seen = totals[0], float(totals[1])
+                ddp.broadcast_buffers(model, ctx)
             metrics: dict[str, float] = {"epoch": float(epoch), "lr": float(lr), "train_loss": float(loss_sum) / seen}
 
             # validation, then the active Control Gate Block's update from its own head's sensitivity
             if val_loader is not None:
                 metrics.update(validate(model, val_loader, device, task, loss_fn, use_aux, positive_index, num_classes, autocast,
-                                        n_gates=len(gates) or None))  # fmt: skip
+                                        n_gates=len(gates) or None, ctx=ctx))  # fmt: skip
             if gates:
                 # stage-wise: only the gate of the stage trained this epoch, fed head `active`'s sensitivity
                 metrics["val_aux_sensitivity"] = metrics[f"val_aux_sensitivity_{active}"]
@@ -286,14 +316,17 @@ def train(
             history.append(metrics)
 
             if checkpoint_dir is not None:
-                save_checkpoint(
-                    checkpoint_dir, epoch, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None,
-                    sampler_state=sampler.state_dict(),
-                    extra={"history": history, "best": best, "fingerprint": fingerprint},
-                )  # fmt: skip
-            if callback is not None:
-                callback(dict(metrics))
-            log.info("epoch %d/%d %s", epoch + 1, optim.epochs, " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+                if ctx.is_main:  # rank 0 alone writes; the others wait, so a restart finds this epoch's checkpoint
+                    save_checkpoint(
+                        checkpoint_dir, epoch, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None,
+                        sampler_state=sampler.state_dict(),
+                        extra={"history": history, "best": best, "fingerprint": fingerprint},
+                    )  # fmt: skip
+                ddp.barrier(ctx)
+            if ctx.is_main:
+                if callback is not None:
+                    callback(dict(metrics))
+                log.info("epoch %d/%d %s", epoch + 1, optim.epochs, " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
 
         # ---- 8. result ---------------------------------------------------------------------------
         gate_opened: bool | None = None
@@ -318,6 +351,8 @@ def train(
                 msg = f"keep={keep} kept epoch {best_epoch}, before every Control Gate Block had opened (stage II untrained in those weights)"
                 log.warning(msg)
                 report.append(msg)
+        if sync_bn is not None:
+            sync_bn.restore()  # the caller's model keeps its BatchNorm classes
         ops = sorted(determinism.nondeterministic_ops)
         if ops:
             report.append(f"no deterministic kernel on {device.type} for: {', '.join(ops)} (results may vary run to run)")
@@ -350,9 +385,16 @@ def validate(
     num_classes: int | None,
     autocast: Callable[[], Any],
     n_gates: int | None = None,
+    ctx: ddp.DistributedContext | None = None,
 ) -> dict[str, float]:
     """One pass over the validation set: loss (hard labels), AUROC, sensitivity, and the sensitivity of
-    every auxiliary head (``val_aux_sensitivity_<i>``, one per gate when ``n_gates`` is given)."""
+    every auxiliary head (``val_aux_sensitivity_<i>``, one per gate when ``n_gates`` is given).
+
+    With several ranks (``ctx``) each rank passes over its shard (:class:`~covidscan.training.distributed.ShardSampler`)
+    and the outputs are gathered in dataset order before any metric: every rank gets the metrics of the
+    whole set (the Control Gate Block opens on them).
+    """
+    ctx = ctx or ddp.DistributedContext()
     model.eval()
     outputs, targets, aux_outputs = [], [], []
     with torch.no_grad(), autocast():
@@ -369,6 +411,8 @@ def validate(
             targets.append(y)
     model.train()
     out, y = torch.cat(outputs), torch.cat(targets)
+    n = len(loader.dataset)  # type: ignore[arg-type]
+    out, y = ddp.gather_in_order(out, n, ctx), ddp.gather_in_order(y, n, ctx)
     metrics = {"val_loss": float(loss_fn(out, y, None))}
     if task == "regression":
         metrics["val_mae"] = float((out - y.float()).abs().mean())
@@ -379,7 +423,7 @@ def validate(
     if use_aux:
         n_aux = len(aux_outputs[0])
         for i in range(n_aux):
-            aux_pred = torch.cat([batch[i] for batch in aux_outputs]).argmax(dim=1)
+            aux_pred = ddp.gather_in_order(torch.cat([batch[i] for batch in aux_outputs]), n, ctx).argmax(dim=1)
             metrics[f"val_aux_sensitivity_{i}"] = sensitivity(aux_pred, y, num_classes or probs.shape[1], positive_index)
         metrics["val_aux_sensitivity"] = metrics["val_aux_sensitivity_0"]  # train() replaces it by the active gate's head
     return metrics
@@ -450,18 +494,20 @@ class DeterministicMode:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def make_loader(dataset: Dataset, batch_size: int, run: RunConfig, device: torch.device, sampler: EpochSampler | None = None) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, run: RunConfig, device: torch.device, sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader that keeps the GPU fed: worker processes, pinned memory on CUDA, persistent workers.
 
     A training loader drops a last batch of a single sample (BatchNorm cannot train on it).
     """
     workers = run.num_workers
+    drop_last = sampler is not None and isinstance(sampler, (EpochSampler, ddp.ShardedEpochSampler))  # training loaders only
+    n = len(sampler) if drop_last else len(dataset)  # a rank's shard with several ranks
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
-        drop_last=sampler is not None and len(dataset) % batch_size == 1 and len(dataset) > 1,
+        drop_last=drop_last and n % batch_size == 1 and n > 1,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
