@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from covidscan import __version__
-from covidscan.tracking.runs import _mlflow
+from covidscan.tracking.runs import _mlflow, rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", f"covidscan=={__version__}"]
 
 
+@rank_zero_only
 def log_model(
     model: Any,
     name: str,
@@ -61,7 +62,8 @@ def log_model(
             the ``covidscan.preprocess`` tag (what serving and ``evaluate-external`` preprocess with).
 
     Returns:
-        The MLflow ``ModelInfo`` (``registered_model_version`` set when registered).
+        The MLflow ``ModelInfo`` (``registered_model_version`` set when registered); None on a torchrun
+        rank other than 0, which logs nothing.
     """
     import torch
     from mlflow.models import infer_signature

@@ -7,6 +7,12 @@ The parent run is found by a *repro id*: ``COVIDSCAN_REPRO_ID`` when set, otherw
 start time of the ``dvc`` process that spawned the stage (every stage of one ``dvc repro`` shares it).
 The first stage creates it; every stage, as it ends, moves its end time to now and marks it FAILED if
 the stage failed, so its duration is the repro's and its status says whether a stage failed.
+
+Data-parallel training (``torchrun``, :mod:`covidscan.training.distributed`): rank 0 alone talks to
+MLflow. On the other ranks :func:`stage_run` starts no run and every ``log_*`` function does nothing
+(:func:`is_rank_zero`). When torchrun restarts the workers after one died, rank 0's new process carries
+on in the stage's run of the same torchrun launch (tag ``covidscan.torchrun_launch``) instead of
+starting a second one, and tags it with the restart count.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -31,6 +38,34 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "covidscan.repro_id"
 STAGE_TAG = "covidscan.stage"
+LAUNCH_TAG = "covidscan.torchrun_launch"  # one torchrun launch (kept across its restarts)
+RESTARTS_TAG = "covidscan.torchrun_restarts"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def is_rank_zero() -> bool:
+    """Whether this process may log: True unless torchrun set ``RANK`` to a non-zero rank (the same rule as
+    :func:`covidscan.training.distributed.is_main_process`, read without importing torch)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
+def rank_zero_only(func: _F) -> _F:
+    """Make ``func`` do nothing (return None) on the ranks other than 0."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs) if is_rank_zero() else None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def torchrun_launch() -> tuple[str, int] | None:
+    """(launch id, restart count) when started by torchrun, else None. The id is torchrun's run id and the
+    elastic agent's process id (the workers' parent, the same across restarts)."""
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return f"{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}:{os.getppid()}", int(os.environ["TORCHELASTIC_RESTART_COUNT"] or 0)
 
 
 def _mlflow():
@@ -69,6 +104,9 @@ def repro_id() -> str:
             proc = proc.parent()
     except Exception:  # noqa: BLE001 - best effort; fall back to a fresh id
         pass
+    launch = torchrun_launch()
+    if launch is not None:  # the same id for every restart of one torchrun launch
+        return f"torchrun-{launch[0]}"
     return f"manual-{os.getpid()}-{int(time.time())}"
 
 
@@ -117,10 +155,10 @@ def mark_repro_failed(rid: str | None = None) -> list[str]:
     """Mark this repro's parent run(s) FAILED, for a stage that failed outside :func:`stage_run`.
 
     Looks in every experiment; does nothing when no parent exists yet (or the default sqlite store has
-    not been created). Returns the ids of the runs it marked.
+    not been created), nor on a torchrun rank other than 0. Returns the ids of the runs it marked.
     """
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if not is_rank_zero() or (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()):
         return []
     mlflow = _mlflow()
     rid = rid or repro_id()
@@ -182,6 +220,9 @@ def stage_run(stage: str, params: Any | None = None, experiment: str = "covidsca
     As the stage ends, the parent run's end time moves to now and, if the stage raised, its status to
     FAILED (:func:`extend_parent_run`): the parent spans the whole repro and says whether it failed.
 
+    Under torchrun the ranks other than 0 start no run (yield None); after a torchrun restart rank 0
+    continues the run its launch started (:func:`torchrun_launch`).
+
     Args:
         stage: the DVC stage name (e.g. ``train_teacher@TS1-0``).
         params: the typed config (flattened into MLflow params) or None.
@@ -189,10 +230,13 @@ def stage_run(stage: str, params: Any | None = None, experiment: str = "covidsca
         tags: extra tags.
 
     Yields:
-        The active mlflow.ActiveRun.
+        The active mlflow.ActiveRun (None on a rank other than 0).
     """
     from covidscan.config import flatten
 
+    if not is_rank_zero():
+        yield None
+        return
     mlflow = _mlflow()
     parent = parent_run_id(experiment)
     exp_id = ensure_experiment(experiment)
@@ -205,9 +249,24 @@ def stage_run(stage: str, params: Any | None = None, experiment: str = "covidsca
         **{f"dvc.dep.{k}": v for k, v in dvc_dep_hashes(stage).items()},
         **(tags or {}),
     }
+    launch = torchrun_launch()
+    earlier = None
+    if launch is not None:
+        all_tags[LAUNCH_TAG], all_tags[RESTARTS_TAG] = launch[0], str(launch[1])
+        if launch[1] > 0:  # a restart: the run this launch started before a worker died
+            found = mlflow.search_runs(
+                experiment_ids=[exp_id], output_format="list", max_results=1,
+                filter_string=f"tags.`{LAUNCH_TAG}` = '{launch[0]}' and tags.`{STAGE_TAG}` = '{stage}'",
+            )  # fmt: skip
+            earlier = found[0].info.run_id if found else None
     failed = True
     try:
-        with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, nested=True, tags=all_tags) as run:
+        if earlier is not None:
+            log.info("torchrun restart %d: continuing MLflow run %s", launch[1], earlier)
+            started = mlflow.start_run(run_id=earlier, nested=True, tags={RESTARTS_TAG: all_tags[RESTARTS_TAG]})
+        else:
+            started = mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, nested=True, tags=all_tags)
+        with started as run:
             if params is not None:
                 flat = flatten(params)
                 items = list(flat.items())
@@ -222,6 +281,7 @@ def stage_run(stage: str, params: Any | None = None, experiment: str = "covidsca
             log.warning("could not update the repro's parent run %s: %s", parent, err)
 
 
+@rank_zero_only
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log numeric metrics on the active run (non-finite values are skipped with a debug note)."""
     import math
@@ -232,6 +292,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(clean, step=step)
 
 
+@rank_zero_only
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Log a file or a folder as an artifact of the active run."""
     mlflow = _mlflow()
@@ -255,12 +316,14 @@ def log_table_input(path: str | Path, name: str, context: str) -> str:
     return digest
 
 
+@rank_zero_only
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
     """Log a JSON-able mapping as an artifact."""
     mlflow = _mlflow()
     mlflow.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
 
 
+@rank_zero_only
 def log_figure(fig: Any, artifact_file: str) -> None:
     """Log a matplotlib figure as a PNG artifact."""
     _mlflow().log_figure(fig, artifact_file)
@@ -286,6 +349,7 @@ class EpochLogger:
         log_metrics({f"{self.prefix}{k}": v for k, v in metrics.items() if k != "epoch"}, step=step)
 
 
+@rank_zero_only
 def log_loss_curve(histories: Mapping[str, list[dict[str, float]]], artifact_file: str) -> None:
     """Train/val loss per epoch (:func:`covidscan.visualize.loss_curve_figure`) logged as a PNG artifact."""
     import matplotlib.pyplot as plt
