@@ -28,6 +28,10 @@ manifest's sha256, first 16 hex digits).
 
 Note: the teachers of folds != k saw the internal validation fold during their own training, so the
 student's validation AUROC is slightly optimistic; the test part is untouched.
+
+Data-parallel: under torchrun (or ``run.distributed.nproc_per_node`` > 1) every rank trains the students
+on its shard of each batch and runs the teachers on that shard (covidscan.training.distributed); rank 0
+alone chooses the threshold, writes the outputs and logs to MLflow.
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.tuning.tuned import tuned_params
 
     params = load_stage_params("distill")  # written by configure_tuned: tune.use_tuned already applied (params/tuned.yaml)
+    from covidscan.training.distributed import is_main_process, relaunch_under_torchrun
+
+    if (code := relaunch_under_torchrun(params.run.distributed, "pipelines.distill", argv)) is not None:
+        raise SystemExit(code)
+    main_rank = is_main_process()
     cv_path = args.teachers / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else {}
     data_version = manifest_version(args.ingest / "manifest.parquet")
@@ -76,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
             n_train, n_val = int((rows["fold"] != args.val_fold).sum()), int((rows["fold"] == args.val_fold).sum())
             if not n_train or not n_val:  # e.g. no CT slices among the sources: an explicit empty output, not a failure
                 why = f"sub-dataset {TASKS[task]['subset']}: {n_train} train-val records for training, {n_val} in validation fold {args.val_fold}"
+                if not main_rank:
+                    continue
                 path = write_empty_model(args.models_dir / f"student-{task}.pt")
                 report[task] = {"skipped": True, "why": why}
                 log.warning("%s: no student trained (%s); wrote an empty %s", task, why, path)
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                 log.warning("%s: no teacher fold model opened its Control Gate Block; the student trains on the hard labels only (no distillation)", task)
                 kd = train_student(task, rows, args.val_fold, student_params, None, root=args.processed, callback=EpochLogger(prefix=f"{task}/nokd/"))
                 nokd = kd  # the same run: the student is its own no-KD control
+            if not main_rank:  # trained its shards; rank 0 alone chooses the threshold, writes and logs
+                continue
             student = kd.model
             point = set_operating_threshold(student, kd.val_positive, kd.val_score, params.evaluate, f"student-{task}")
             threshold = point.threshold
@@ -115,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                 checkpoint={"state_dict": student.state_dict(), "config": student.card.build},
             )  # fmt: skip
             log.info("%s: student val AUROC %.3f vs no-KD %.3f; threshold %.3f -> %s", task, kd.val_auroc, nokd.val_auroc, threshold, path)
+        if not main_rank:
+            return
         args.metrics.parent.mkdir(parents=True, exist_ok=True)
         clean = json.loads(json.dumps(report, default=float).replace("NaN", "null"))
         args.metrics.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")

@@ -10,6 +10,10 @@ weights per ``train.class_weights``), Adam per ``train.csacnet``, the 3D augment
 (covidscan.preprocess.augment.Augment3D). The operating threshold is chosen on the validation subset by
 ``evaluate.threshold_rule`` (as for the students; covidscan.evaluation.summary.operating_point) and
 stored on the model card. Writes ``models/csacnet.pt`` and registers ``covidscan-csacnet``.
+
+Data-parallel: under torchrun (or ``run.distributed.nproc_per_node`` > 1) every rank trains on its shard
+(covidscan.training.distributed; BatchNorm3d: SyncBatchNorm on CUDA, per-rank statistics on the CPU);
+rank 0 alone writes the model and logs to MLflow.
 """
 
 from __future__ import annotations
@@ -45,16 +49,24 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.training.volume import train_volume_model, volume_dataset, volume_split
 
     params = load_stage_params("train_csacnet")
+    from covidscan.training.distributed import is_main_process, relaunch_under_torchrun
+
+    if (code := relaunch_under_torchrun(params.run.distributed, "pipelines.train_csacnet", argv)) is not None:
+        raise SystemExit(code)
     index, splits = load_tables(args.processed, args.splits)
     try:
         train_rows, val_rows, test_rows = volume_split(index, splits, args.val_fold)
     except NoTrainingData as err:  # no CT volumes among the sources: an explicit empty output, not a failure
+        if not is_main_process():
+            return
         write_empty_model(args.out)
         log.warning("no CSAC-Net trained (%s); wrote an empty %s", err, args.out)
         return
     data_version = manifest_version(args.ingest / "manifest.parquet")
     with stage_run("train_csacnet", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": data_version}):
         model, result = train_volume_model("csacnet", params, train_rows, val_rows, root=args.processed, callback=EpochLogger())
+        if not is_main_process():  # trained its shards; rank 0 alone writes and logs
+            return
         val = volume_dataset(val_rows, root=args.processed)
         val_scores = predict(model, val)[:, 1]
         val_auroc = auroc_exact(val_rows["y"].to_numpy(), val_scores)

@@ -11,6 +11,11 @@ and validates on fold k (:func:`covidscan.training.teacher.train_teacher_fold`),
 ``splits.n_folds`` (or a task without data) writes empty marker files (a 0-byte .pt and an empty table)
 and logs "fold not configured". Params: ``run``, ``models``, ``preprocess`` (augmentation),
 ``train.classifier``, ``train.class_weights``, ``train.keep``.
+
+Data-parallel: under ``torchrun --nproc-per-node N -m pipelines.train_teacher ...`` (or with
+``run.distributed.nproc_per_node`` > 1, which relaunches the stage under torchrun) every rank trains
+each fold on its shard (covidscan.training.distributed); rank 0 alone logs to MLflow and writes the
+checkpoints and outputs, and a torchrun restart resumes each fold from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.training.teacher import train_teacher_fold, write_marker
 
     params = load_stage_params("train_teacher")
+    from covidscan.training.distributed import is_main_process, relaunch_under_torchrun
+
+    if (code := relaunch_under_torchrun(params.run.distributed, "pipelines.train_teacher", argv)) is not None:
+        raise SystemExit(code)
     if args.teacher not in params.models.teacher_archs:
         raise ConfigError(f"--teacher {args.teacher}: not among models.teacher_archs {sorted(params.models.teacher_archs)}")
     from covidscan.tracking.runs import EpochLogger, log_loss_curve, log_metrics, log_peak_rss, stage_run
@@ -55,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         for fold in folds:
             if fold >= params.splits.n_folds or fold < 0:
                 for task in TASKS:
-                    write_marker(args.out, task, args.teacher, fold, "fold not configured")
+                    if is_main_process():
+                        write_marker(args.out, task, args.teacher, fold, "fold not configured")
                 log.info("fold not configured: --fold %d with splits.n_folds=%d", fold, params.splits.n_folds)
                 continue
             if index is None:

@@ -99,18 +99,21 @@ def train_teacher_fold(
 
     Returns:
         The fold's :class:`TeacherFold`, or None when fold ``fold`` or the other folds hold no record
-        (marker files are written instead).
+        (marker files are written instead), and on a torchrun rank other than 0 (it trains its shard;
+        rank 0 alone predicts and writes: :mod:`covidscan.training.distributed`).
     """
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.models.zoo import save_model
     from covidscan.preprocess.augment import Augment2D
     from covidscan.training.checkpoint import checkpoint_dir
+    from covidscan.training.distributed import is_main_process
     from covidscan.training.loop import train
 
     pre = params.preprocess
     train_rows, val_rows = rows[rows["fold"] != fold], rows[rows["fold"] == fold]
     if train_rows.empty or val_rows.empty:
-        write_marker(out_dir, task, teacher, fold, f"no data (train {len(train_rows)}, val {len(val_rows)})")
+        if is_main_process():
+            write_marker(out_dir, task, teacher, fold, f"no data (train {len(train_rows)}, val {len(val_rows)})")
         return None
     aug = seeded(Augment2D(pre, seed=params.run.seed))
     train_set = image_dataset(train_rows, "image_path", train_rows["y"].tolist(), aug, root=processed)
@@ -122,6 +125,8 @@ def train_teacher_fold(
         checkpoint_dir=checkpoint_dir(Path(checkpoints) / task / f"{teacher}-f{fold}", params, splits, Path(processed) / "index.parquet"),
         callback=callback,
     )  # fmt: skip
+    if not is_main_process():
+        return None
     model.load_state_dict(result.state_dict)
     for warning in result.warnings:
         log.warning("%s %s fold %d: %s", task, teacher, fold, warning)
