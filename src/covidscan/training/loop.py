@@ -242,7 +242,15 @@ def train(
         ddp.check_same_on_all_ranks(start_epoch, "the epoch to resume from", ctx)
 
         # the module the training steps call: DDP (gradients averaged over the ranks) or the model itself
+        memory_format_set = False
         if ctx.enabled:
+            if on_gpu:  # DDP's gradient buckets follow the parameters' layout: set channels-last before wrapping
+                fmt = channels_last_format(train_set[0][0].unsqueeze(0))
+                if fmt is not None:
+                    model.to(memory_format=fmt)
+                    if teachers is not None:
+                        teachers.to(memory_format=fmt)
+                memory_format_set = True
             step_model = ddp.data_parallel(model, device, find_unused_parameters=bool(gates))
             forward = lambda x: step_model(x)  # noqa: E731
             forward_with_aux = lambda x: step_model(x, with_aux=True)  # noqa: E731
@@ -251,7 +259,6 @@ def train(
 
         # ---- 7. epochs ---------------------------------------------------------------------------
         autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
-        memory_format_set = False
         for epoch in range(start_epoch, optim.epochs):
             sampler.set_epoch(epoch)
             active = active_gate_index(gates) if gates else 0  # the stage being trained this epoch
