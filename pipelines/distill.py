@@ -2,6 +2,7 @@
 
     python -m pipelines.distill [--val-fold 0] [--processed data/processed] [--splits data/splits/splits.parquet]
         [--ingest data/interim/ingest] [--teachers models/teachers] [--models-dir models] [--metrics metrics/distill.json]
+        [--checkpoints build/checkpoints/students]
 
 For each task (``xray``, ``ct``, ``ct-slice``; their classes, see covidscan.training.tasks) the student (CNNCF with
 the ``models.cnncf`` defaults, or with ``tune.use_tuned`` the task's tuned architecture, learning rate,
@@ -31,7 +32,9 @@ student's validation AUROC is slightly optimistic; the test part is untouched.
 
 Data-parallel: under torchrun (or ``run.distributed.nproc_per_node`` > 1) every rank trains the students
 on its shard of each batch and runs the teachers on that shard (covidscan.training.distributed); rank 0
-alone chooses the threshold, writes the outputs and logs to MLflow.
+alone chooses the threshold, writes the outputs and logs to MLflow. Each student run writes resumable
+checkpoints under ``--checkpoints`` (``<task>/<kd|nokd>/f<val-fold>/<digest of params, data and teachers>``),
+so a rerun, or a torchrun restart after a rank died, resumes it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     add_path_options(p, "processed", "splits", "ingest", "teachers")
     p.add_argument("--models-dir", type=Path, default=layout.MODELS, help="where student-<task>.pt is written")
     p.add_argument("--metrics", type=Path, default=layout.METRICS / "distill.json", help="the DVC metrics file")
+    p.add_argument("--checkpoints", type=Path, default=layout.CHECKPOINTS / "students", help="resumable checkpoints")
     return p
 
 
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.models.zoo import save_model, write_empty_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.training.checkpoint import checkpoint_dir
     from covidscan.training.distill import TeacherEnsemble, load_teacher_folds, usable_teachers
     from covidscan.training.student import train_student
     from covidscan.training.tasks import TASKS, load_tables, task_rows
@@ -100,13 +105,21 @@ def main(argv: list[str] | None = None) -> None:
             if left_out:
                 log.warning("%s: teacher fold models whose Control Gate Block never opened, left out of the soft labels: %s", task, ", ".join(left_out))
             student_params = tuned_params(params, f"student-{task}")  # unchanged unless tune.use_tuned (tune.tuned is filled)
+            data = (args.splits, args.processed / "index.parquet", *sorted((args.teachers / task).glob("*.pt")), cv_path)
+
+            def ckpt(kind: str, student_params=student_params, task=task, data=data) -> Path:
+                return checkpoint_dir(args.checkpoints / task / kind / f"f{args.val_fold}", student_params, *data)
+
             if usable:
                 ensemble = TeacherEnsemble(usable, student_params.train.distill, usable_aurocs)  # the student's T
-                kd = train_student(task, rows, args.val_fold, student_params, ensemble, root=args.processed, callback=EpochLogger(prefix=f"{task}/kd/"))
-                nokd = train_student(task, rows, args.val_fold, student_params, None, root=args.processed, callback=EpochLogger(prefix=f"{task}/nokd/"))
+                kd = train_student(task, rows, args.val_fold, student_params, ensemble, root=args.processed, callback=EpochLogger(prefix=f"{task}/kd/"),
+                                   checkpoints=ckpt("kd"))  # fmt: skip
+                nokd = train_student(task, rows, args.val_fold, student_params, None, root=args.processed, callback=EpochLogger(prefix=f"{task}/nokd/"),
+                                     checkpoints=ckpt("nokd"))  # fmt: skip
             else:
                 log.warning("%s: no teacher fold model opened its Control Gate Block; the student trains on the hard labels only (no distillation)", task)
-                kd = train_student(task, rows, args.val_fold, student_params, None, root=args.processed, callback=EpochLogger(prefix=f"{task}/nokd/"))
+                kd = train_student(task, rows, args.val_fold, student_params, None, root=args.processed, callback=EpochLogger(prefix=f"{task}/nokd/"),
+                                   checkpoints=ckpt("nokd"))  # fmt: skip
                 nokd = kd  # the same run: the student is its own no-KD control
             if not main_rank:  # trained its shards; rank 0 alone chooses the threshold, writes and logs
                 continue

@@ -1,7 +1,7 @@
 """DVC stage `train_csacnet`: the 3D CSAC-Net (Yao et al. 2021) on CSDS, centre-held-out.
 
     python -m pipelines.train_csacnet [--val-fold 0] [--processed data/processed] [--splits data/splits/splits.parquet]
-        [--ingest data/interim/ingest] [--out models/csacnet.pt]
+        [--ingest data/interim/ingest] [--out models/csacnet.pt] [--checkpoints build/checkpoints/csacnet]
 
 Input: ``ct_volume`` (1 x volume_slices x volume_size x volume_size, [0, 1]); binary labels (covid19
 vs the rest); train part = the training centres minus train-val fold ``--val-fold`` (the validation
@@ -13,7 +13,8 @@ stored on the model card. Writes ``models/csacnet.pt`` and registers ``covidscan
 
 Data-parallel: under torchrun (or ``run.distributed.nproc_per_node`` > 1) every rank trains on its shard
 (covidscan.training.distributed; BatchNorm3d: SyncBatchNorm on CUDA, per-rank statistics on the CPU);
-rank 0 alone writes the model and logs to MLflow.
+rank 0 alone writes the model and logs to MLflow. Resumable checkpoints go under ``--checkpoints``
+(``f<val-fold>/<digest of params and data>``): a rerun, or a torchrun restart after a rank died, resumes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fold", type=int, default=0)
     add_path_options(p, "processed", "splits", "ingest")
     p.add_argument("--out", type=Path, default=layout.MODELS / "csacnet.pt", help="the trained model")
+    p.add_argument("--checkpoints", type=Path, default=layout.CHECKPOINTS / "csacnet", help="resumable checkpoints")
     return p
 
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     from covidscan.models.zoo import save_model, write_empty_model
     from covidscan.tracking.registry import log_model
     from covidscan.tracking.runs import EpochLogger, data_version as manifest_version, log_loss_curve, log_metrics, log_peak_rss, stage_run
+    from covidscan.training.checkpoint import checkpoint_dir
     from covidscan.training.datasets import example_batch
     from covidscan.training.tasks import load_tables, predict
     from covidscan.training.threshold import set_operating_threshold
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     data_version = manifest_version(args.ingest / "manifest.parquet")
     with stage_run("train_csacnet", params.train.csacnet, experiment=params.run.experiment_name, tags={"data_version": data_version}):
-        model, result = train_volume_model("csacnet", params, train_rows, val_rows, root=args.processed, callback=EpochLogger())
+        ckpt = checkpoint_dir(args.checkpoints / f"f{args.val_fold}", params, args.splits, args.processed / "index.parquet")
+        model, result = train_volume_model("csacnet", params, train_rows, val_rows, root=args.processed, callback=EpochLogger(), checkpoint_dir=ckpt)
         if not is_main_process():  # trained its shards; rank 0 alone writes and logs
             return
         val = volume_dataset(val_rows, root=args.processed)

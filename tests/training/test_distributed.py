@@ -204,6 +204,8 @@ def test_two_ranks_finish_and_rank_0_alone_logs(trained):
     assert "rank 1/2 joined the process group (gloo, cpu)" in log and "rank 1/2 joined" in (root / "teacher.log").read_text()
     for path in ("models/teachers/xray/TS1-f0.pt", "models/student-xray.pt", "models/csacnet.pt", "metrics/distill.json"):
         assert (root / path).stat().st_size > 0, path
+    for folder in ("build/checkpoints/students/xray/kd/f0", "build/checkpoints/students/xray/nokd/f0", "build/checkpoints/csacnet/f0"):
+        assert list_checkpoints(next((root / folder).iterdir())), folder  # resumable, as the teacher's
     runs = _stage_runs(root)
     for stage in STAGES:
         assert len(runs.get(stage, [])) == 1, f"{stage}: {len(runs.get(stage, []))} MLflow runs (rank 0 alone must log)"

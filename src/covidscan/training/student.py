@@ -47,7 +47,7 @@ class StudentRun:
 
 def train_student(
     task: str, rows: pd.DataFrame, val_fold: int, params: Any, teachers: Any, *, root: Path,
-    callback: Callable[[dict[str, float]], None] | None = None,
+    callback: Callable[[dict[str, float]], None] | None = None, checkpoints: Path | None = None,
 ) -> StudentRun:  # fmt: skip
     """Train one student on ``rows`` (a task's train-val records, :func:`covidscan.training.tasks.task_rows`)
     minus fold ``val_fold``, validating on that fold.
@@ -60,6 +60,7 @@ def train_student(
         teachers: a :class:`~covidscan.training.distill.TeacherEnsemble`, or None (no distillation).
         root: the preprocessed data folder (the images' paths are relative to it).
         callback: the loop's per-epoch callback.
+        checkpoints: the folder of this run's resumable checkpoints (None: none written).
     """
     from covidscan.evaluation.curves import auroc_exact
     from covidscan.preprocess.augment import Augment2D
@@ -75,7 +76,7 @@ def train_student(
     result = train(
         model, train_set, val_set, optim=params.train.classifier, run=params.run, class_weights=params.train.class_weights,
         keep=params.train.keep, lambda_aux=params.models.cnncf.lambda_aux, positive_index=POSITIVE,
-        teachers=teachers, distill=params.train.distill, callback=callback,
+        teachers=teachers, distill=params.train.distill, checkpoint_dir=checkpoints, callback=callback,
     )  # fmt: skip
     model.load_state_dict(result.state_dict)
     for warning in result.warnings:

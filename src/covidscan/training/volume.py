@@ -49,7 +49,7 @@ def volume_dataset(rows: pd.DataFrame, augment: Any = None, *, root: Path) -> An
 
 def train_volume_model(
     name: str, params: Any, train_rows: pd.DataFrame, val_rows: pd.DataFrame, *, root: Path,
-    callback: Callable[[dict[str, float]], None] | None = None,
+    callback: Callable[[dict[str, float]], None] | None = None, checkpoint_dir: Path | None = None,
 ) -> tuple[torch.nn.Module, TrainResult]:  # fmt: skip
     """Train a 3D network (``csacnet`` or ``resnet3d``) with ``train.csacnet`` and the 3D augmentation.
 
@@ -59,6 +59,7 @@ def train_volume_model(
         train_rows, val_rows: from :func:`volume_split`.
         root: the preprocessed data folder (the volumes' paths are relative to it).
         callback: the loop's per-epoch callback (e.g. :class:`covidscan.tracking.runs.EpochLogger`).
+        checkpoint_dir: the folder of the resumable checkpoints (None: none written).
 
     Returns:
         The model with the weights training kept, and the loop's
@@ -72,6 +73,6 @@ def train_volume_model(
     val_set = volume_dataset(val_rows, root=root)
     model = build_volume_classifier(name, params.models, pre)
     result = train(model, train_set, val_set, optim=params.train.csacnet, run=params.run, class_weights=params.train.class_weights,
-                   keep=params.train.keep, positive_index=1, callback=callback)  # fmt: skip
+                   keep=params.train.keep, positive_index=1, checkpoint_dir=checkpoint_dir, callback=callback)  # fmt: skip
     model.load_state_dict(result.state_dict)
     return model, result
