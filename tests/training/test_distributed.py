@@ -212,10 +212,15 @@ def test_two_ranks_finish_and_rank_0_alone_logs(trained):
         assert runs[stage][0].info.status == "FINISHED"
     teacher = runs["train_teacher@TS1"][0]
     assert runs["distill"][0].data.tags["covidscan.torchrun_restarts"] == "0"
-    # one value per epoch: the ranks' gathered validation, logged once
     from mlflow import MlflowClient
 
-    history = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").get_metric_history(teacher.info.run_id, "xray/f0/val_auroc")
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    everything = client.search_runs([client.get_experiment_by_name("covidscan").experiment_id], max_results=200)
+    assert len(everything) == 1 + len(STAGES)  # the repro's parent and the stage runs: no stray run from rank 1
+    for name in ("covidscan-student-xray", "covidscan-csacnet"):  # registered once
+        assert len(client.search_model_versions(f"name='{name}'")) == 1, name
+    # one value per epoch: the ranks' gathered validation, logged once
+    history = client.get_metric_history(teacher.info.run_id, "xray/f0/val_auroc")
     assert sorted(m.step for m in history) == list(range(EPOCHS))
     # the one-process run's MLflow runs carry no torchrun tag
     single = _stage_runs(trained["single"])
