@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -92,3 +94,33 @@ def test_deterministic_mode_is_restored_when_training_raises():
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def test_checkpoints_are_keyed_by_params_data_and_code(tmp_path):
+    """A code change must not resume weights trained by the old code (DVC reruns the stage on a code change;
+    resuming its completed checkpoint would re-emit the old model)."""
+    import covidscan
+    from covidscan.config import RunConfig
+    from covidscan.training.checkpoint import checkpoint_dir, code_digest
+
+    pkg = tmp_path / "pkg"
+    (pkg / "training").mkdir(parents=True)
+    (pkg / "training" / "loop.py").write_text("LR = 0.01\n")
+    before = code_digest(pkg)
+    assert code_digest(pkg) == before
+    (pkg / "training" / "loop.py").write_text("LR = 0.02\n")
+    code_digest.cache_clear()
+    assert code_digest(pkg) != before
+    assert code_digest() == code_digest(Path(covidscan.__file__).resolve().parent)
+
+    data = tmp_path / "splits.parquet"
+    data.write_bytes(b"a")
+    key = checkpoint_dir(tmp_path, RunConfig(), data)
+    assert checkpoint_dir(tmp_path, RunConfig(), data) == key
+    assert checkpoint_dir(tmp_path, RunConfig(seed=7), data) != key
+    expected = hashlib.sha256(RunConfig().model_dump_json().encode())
+    expected.update(code_digest().encode())
+    expected.update(hashlib.sha256(b"a").digest())
+    assert key == tmp_path / expected.hexdigest()[:12]  # the code is part of the key
+    data.write_bytes(b"b")
+    assert checkpoint_dir(tmp_path, RunConfig(), data) != key

@@ -12,6 +12,7 @@ Everything is stored as tensors and plain Python values, so ``torch.load(weights
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -29,10 +30,23 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^epoch-(\d+)\.pt$")
 
 
+@functools.lru_cache(maxsize=4)
+def code_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """sha256 over the relative names and contents of every ``.py`` file under ``root`` (default: the
+    installed ``covidscan`` package): the code version that checkpoints are keyed by."""
+    h = hashlib.sha256()
+    for path in sorted(Path(root).rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def checkpoint_dir(base: Path, params: Any, *data_files: Path) -> Path:
-    """``base/<digest>``: resumable checkpoints keyed by the effective params and the input tables, so a
-    rerun after a parameter or data change starts fresh instead of resuming stale (or refused) weights."""
+    """``base/<digest>``: resumable checkpoints keyed by the effective params, the input tables and the
+    package's code (:func:`code_digest`), so a rerun after a parameter, data or code change starts fresh
+    instead of resuming stale (or refused) weights; a rerun of the same code on the same inputs (a killed
+    run, a torchrun restart) resumes."""
     h = hashlib.sha256(params.model_dump_json().encode())
+    h.update(code_digest().encode())
     for path in data_files:
         if path.is_file():
             h.update(hashlib.sha256(path.read_bytes()).digest())
