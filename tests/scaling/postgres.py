@@ -16,7 +16,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,10 @@ from pathlib import Path
 
 import requests
 
+from tests.serving.server import free_port
+
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 DB_USER = "covidscan"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_bin_dir() -> Path | None:
