@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install demo test test-fast repro realdata push mlflow-ui serve bento lock salt clean distclean annotate browser
+.PHONY: help install demo test test-fast repro realdata push mlflow-ui serve bento lock salt clean distclean annotate browser postgres
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -56,8 +56,18 @@ demo: install salt  ## install, generate the synthetic data, run `dvc repro` end
 	echo "  serving:   make serve  (BentoML on http://127.0.0.1:3000, the registry champions; docs/SERVING.md)" && \
 	echo "  research use only; not a medical device."
 
-test: install plots-vendor browser  ## the whole test suite, offline, no GPU (plots-vendor: the pinned vega libraries, for the offline-plots test)
+test: install plots-vendor browser postgres  ## the whole test suite, offline, no GPU (plots-vendor: the pinned vega libraries, for the offline-plots test)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The scaling tests (tests/scaling, tests/pipeline/test_repro.py) start a throwaway PostgreSQL server
+# (initdb + pg_ctl in a temporary folder) for Optuna's RDB storage and an MLflow tracking server.
+# Debian's postgresql package provides the binaries; installed here when missing (as root, or with sudo -n).
+postgres:  ## PostgreSQL server binaries for the scaling tests (apt-get install postgresql when initdb is missing)
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	else echo "installing PostgreSQL (Debian package postgresql) for the scaling tests"; \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	    else sudo -n apt-get update -qq && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; fi; } \
+	  || echo "PostgreSQL not installed (apt-get install postgresql): the PostgreSQL tests will skip (docs/SCALING.md)"; fi
 
 test-fast: install  ## the inner loop: every test not marked slow (no dvc repro, no bentoml serve), two workers
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"

@@ -288,6 +288,7 @@ def tune_command(
     target: Annotated[list[str] | None, typer.Option("--target", help="Tune only this target (student-xray, student-ct); repeatable.")] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Budget of finished trials per study (overrides tune.n_trials).")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Journal file or RDB URL (postgresql://...); default tune.storage / $OPTUNA_STORAGE.")] = None,
+    seed_offset: Annotated[int, typer.Option("--seed-offset", help="Worker i seeds its sampler with seed + offset + i; machines sharing a study take offsets that do not overlap (docs/SCALING.md).")] = 0,
     params: Annotated[Path, typer.Option("--params", help="params.yaml")] = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -302,7 +303,7 @@ def tune_command(
         p = p.model_copy(update={"tune": p.tune.model_copy(update={"n_trials": trials})})
     with stage_run("tune-cli", p.tune, experiment=p.run.experiment_name):
         path = run_tuning(p, data=TuneData(PROCESSED_DIR, SPLITS_FILE), targets=target or None, storage=storage, workers=workers,
-                          on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures))  # fmt: skip
+                          on_result=lambda r: log_study(f"tune {r.target}", r.entry, r.records, r.figures), seed_offset=seed_offset)  # fmt: skip
     out.print(f"tuned parameters: {path}")
 
 

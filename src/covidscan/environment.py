@@ -35,9 +35,21 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
-def artifact_root() -> str:
-    """Where a new MLflow experiment keeps its artifacts (a local folder by default)."""
-    return os.environ.get("COVIDSCAN_ARTIFACT_ROOT", Path(DEFAULT_ARTIFACT_ROOT).resolve().as_uri())
+def is_tracking_server(uri: str) -> bool:
+    """Whether the tracking URI names an MLflow tracking server (``http(s)://``) rather than a store on this machine."""
+    return uri.startswith(("http://", "https://"))
+
+
+def artifact_root() -> str | None:
+    """Where a new MLflow experiment keeps its artifacts: ``COVIDSCAN_ARTIFACT_ROOT`` when set; else, with a
+    tracking server, None (the server's own default: its served artifact store, which every machine
+    reaches through the server); else the local folder ``mlartifacts``."""
+    explicit = os.environ.get("COVIDSCAN_ARTIFACT_ROOT")
+    if explicit:
+        return explicit
+    if is_tracking_server(tracking_uri()):
+        return None
+    return Path(DEFAULT_ARTIFACT_ROOT).resolve().as_uri()
 
 
 def optuna_storage() -> str:

@@ -1,20 +1,65 @@
-"""A real `dvc repro` of the pipeline (tiny profile) in a temporary git repository."""
+"""A real `dvc repro` of the pipeline (tiny profile) in a temporary git repository.
+
+Where PostgreSQL is installed (``make test`` installs it), the repro logs to an MLflow tracking server
+(``mlflow server``: a PostgreSQL backend store, a served artifact store) through MLFLOW_TRACKING_URI,
+as a team's shared server would be used (docs/SCALING.md), and the Bento service then serves the
+champion from that server's registry. Without PostgreSQL it logs to the project's sqlite file.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import pytest
+import requests
 
 from tests.pipeline.conftest import ran_stages, run
+from tests.scaling.conftest import NO_POSTGRES
+from tests.scaling.postgres import MlflowServer, Postgres, postgres_bin_dir, start_mlflow_server, start_postgres
 
 pytestmark = pytest.mark.slow
 
 
+@dataclass
+class Tracking:
+    """The MLflow tracking server the repro logs to, its PostgreSQL and its artifact folder."""
+
+    postgres: Postgres
+    server: MlflowServer
+    backend: str  # the server's backend store URL
+    artifacts: Path  # its --artifacts-destination
+
+
 @pytest.fixture(scope="module")
-def first_repro(dvc_project):
+def tracking(tmp_path_factory) -> Iterator[Tracking | None]:
+    """An MLflow server on a throwaway PostgreSQL, or None where PostgreSQL is not installed."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        yield None
+        return
+    pg = start_postgres(bin_dir)
+    try:
+        folder = tmp_path_factory.mktemp("mlflow-server")
+        backend = pg.create_database("mlflow")
+        server = start_mlflow_server(backend, folder / "artifacts", folder / "server.log")
+        try:
+            yield Tracking(pg, server, backend, folder / "artifacts")
+        finally:
+            server.stop()
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="module")
+def first_repro(dvc_project, tracking):
     repo, env = dvc_project
+    if tracking is not None:  # the server's own artifact store, not a local folder
+        env = {k: v for k, v in env.items() if k != "COVIDSCAN_ARTIFACT_ROOT"} | {"MLFLOW_TRACKING_URI": tracking.server.url}
     # forced: other modules of this session may already have run the data stages in the shared project
     started_ms = int(time.time() * 1000)
     proc = run(["dvc", "repro", "--force"], repo, env)
@@ -48,8 +93,8 @@ def test_mlflow_has_a_run_per_stage_nested_and_tagged(first_repro):
         assert r.data.tags["covidscan.git_commit"].startswith(commit)
 
 
-def test_typo_in_params_fails_fast_naming_the_key(dvc_project, first_repro):
-    repo, env = dvc_project
+def test_typo_in_params_fails_fast_naming_the_key(first_repro):
+    repo, env, _ = first_repro
     params = repo / "params.yaml"
     original = params.read_text()
     try:
@@ -64,8 +109,8 @@ def test_typo_in_params_fails_fast_naming_the_key(dvc_project, first_repro):
         params.write_text(original)
 
 
-def test_exp_run_reruns_only_affected_stages(dvc_project, first_repro):
-    repo, env = dvc_project
+def test_exp_run_reruns_only_affected_stages(first_repro):
+    repo, env, _ = first_repro
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "after repro", "--allow-empty"], repo, env)
     # run.num_workers is overridden by the tiny profile: the effective params do not change
@@ -79,3 +124,72 @@ def test_exp_run_reruns_only_affected_stages(dvc_project, first_repro):
     assert {"configure", "register"} <= ran
     assert not ran & {"synth", "ingest", "split", "preprocess", "distill", "train_regressor", "train_csacnet"}
     assert not {s for s in ran if s.startswith(("train_teacher", "evaluate"))}
+
+
+# ------------------------------------------------------------------ the MLflow server on PostgreSQL
+def _server(tracking: Tracking | None) -> Tracking:
+    if tracking is None:
+        pytest.skip(NO_POSTGRES)
+    return tracking
+
+
+def _champions(server_url: str) -> dict[str, str]:
+    """Registered name -> the version its ``champion`` alias names, read from the server's registry."""
+    client = mlflow.MlflowClient(tracking_uri=server_url)
+    return {rm.name: str(rm.aliases["champion"]) for rm in client.search_registered_models() if "champion" in rm.aliases}
+
+
+def test_the_mlflow_server_on_postgresql_holds_the_repro_and_its_registry(first_repro, tracking):
+    from sqlalchemy import create_engine, text
+
+    t = _server(tracking)
+    repo, env, proc = first_repro
+    assert env["MLFLOW_TRACKING_URI"] == t.server.url
+    client = mlflow.MlflowClient(tracking_uri=t.server.url)
+    exps = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = [r for r in client.search_runs([e.experiment_id for e in exps], max_results=5000) if r.info.start_time >= proc.started_ms]
+    assert {r.data.tags.get("covidscan.stage") for r in runs} >= ran_stages(proc.stdout)
+    champions = _champions(t.server.url)
+    assert champions, "the register stage promoted no model"
+    # artifacts live in the server's store (mlflow-artifacts:/ -> --artifacts-destination), not in a folder of this machine
+    assert exps and all(e.artifact_location.startswith("mlflow-artifacts:") for e in exps), [e.artifact_location for e in exps]
+    assert len(list(t.artifacts.rglob("MLmodel"))) >= len(champions)
+    # the rows are in PostgreSQL (the backend store)
+    engine = create_engine(t.backend)
+    try:
+        with engine.connect() as conn:
+            n_runs = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+            aliases = dict(conn.execute(text("SELECT name, version FROM registered_model_aliases WHERE alias = 'champion'")).all())
+    finally:
+        engine.dispose()
+    assert n_runs >= len(runs)
+    assert {name: int(version) for name, version in champions.items()} == aliases
+
+
+def test_bento_serves_the_champion_from_the_mlflow_servers_registry(first_repro, tracking, tmp_path):
+    import cv2
+    import numpy as np
+
+    from tests.serving import server as srv
+
+    t = _server(tracking)
+    champions = _champions(t.server.url)
+    served = srv.start(tmp_path, registry=t.server.url, timeout_s=180)
+    try:
+        assert served.alive()  # /readyz
+        info = requests.post(f"{served.url}/info", json={}, timeout=30).json()
+        assert {i["name"]: i["version"] for i in info["models"].values()} == champions
+        image = (np.arange(48 * 40).reshape(48, 40) % 256).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "image.png"), image)
+        upload = ("image.png", (tmp_path / "image.png").read_bytes())
+        if "indicators" in info["models"]:
+            r = requests.post(f"{served.url}/indicators", files=[("crops", upload)], timeout=120)
+            assert r.status_code == 200, r.text
+            assert set(r.json()["raw_units"]) == {"wbc", "neutrophil_pct", "lymphocyte_pct", "procalcitonin", "crp"}
+        else:
+            assert "xray" in info["models"], info
+            r = requests.post(f"{served.url}/xray", files=[("file", upload)], timeout=120)
+            assert r.status_code == 200, r.text
+            assert abs(sum(r.json()["probabilities"].values()) - 1.0) < 1e-4
+    finally:
+        srv.stop(served)

@@ -165,3 +165,61 @@ def test_dvc_yaml_expands_the_training_stages(trained):
     teachers = {n for n in names if n.startswith("train_teacher@")}
     assert teachers == {f"train_teacher@TS{k}" for k in range(1, 5)}
     assert {"aggregate_cv", "distill", "train_regressor", "train_csacnet", "baselines"} <= names
+
+
+def _queue_finished(repo: Path, env: dict[str, str], names: list[str], timeout_s: float = 900) -> str:
+    """Poll `dvc queue status` until none of ``names`` is queued or running; returns the last status table."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = run(["dvc", "queue", "status"], repo, env).stdout
+        rows = [line.split() for line in status.splitlines() if any(f" {n} " in f" {line} " for n in names)]
+        if len(rows) == len(names) and not any(state in row for row in rows for state in ("Queued", "Running")):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
+        time.sleep(2)
+
+
+def test_teachers_queued_in_parallel_match_the_serial_run(trained):
+    """docs/SCALING.md's grid on one machine: one queued experiment per teacher (`dvc exp run --queue`),
+    run two at a time (`dvc queue start --jobs 2`). The queued TS1 is the model the serial run trained
+    (the same weights and out-of-fold predictions, fold by fold); TS2 trained beside it."""
+    import torch
+    import yaml
+
+    repo, env, _ = trained  # env: OMP_NUM_THREADS=1 as for the serial run; the project's MLflow store (absolute path)
+    names = ["queue-TS1", "queue-TS2"]
+    for name in names:
+        # --force: train, not restore from the run cache (a full repro may have run TS1 in this shared project);
+        # --single-item: only the teacher, its inputs checked out from the DVC cache; -C: configure's uncached outputs
+        run(["dvc", "exp", "run", "--queue", "--force", "--single-item", "-C", "build/params", "-n", name,
+             f"train_teacher@{name.removeprefix('queue-')}"], repo, env)  # fmt: skip
+    run(["dvc", "queue", "start", "--jobs", "2"], repo, env)
+    try:
+        status = _queue_finished(repo, env, names)
+    finally:
+        run(["dvc", "queue", "stop"], repo, env, check=False)
+    if status.count("Success") < len(names):
+        logs = "\n".join(run(["dvc", "queue", "logs", n], repo, env, check=False).stdout[-3000:] for n in names)
+        raise AssertionError(f"{status}\n{logs}")
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout.split()
+    for name in names:
+        teacher = name.removeprefix("queue-")
+        (ref,) = [r for r in refs if r.endswith(f"/{name}")]
+        lock = yaml.safe_load(run(["git", "show", f"{ref}:dvc.lock"], repo, env).stdout)
+        outs = {o["path"]: o["md5"] for o in lock["stages"][f"train_teacher@{teacher}"]["outs"]}
+        for task in ("xray", "ct"):
+            for fold in (0, 1):
+                cached = {suffix: repo / ".dvc/cache/files/md5" / outs[f"models/teachers/{task}/{teacher}-f{fold}{suffix}"][:2]
+                          / outs[f"models/teachers/{task}/{teacher}-f{fold}{suffix}"][2:] for suffix in (".pt", ".oof.parquet")}  # fmt: skip
+                queued = torch.load(cached[".pt"], weights_only=True)
+                assert queued["state_dict"], f"{name}: {task} fold {fold} has no weights"
+                if teacher != "TS1":
+                    continue
+                serial = torch.load(repo / f"models/teachers/{task}/TS1-f{fold}.pt", weights_only=True)
+                assert serial["state_dict"].keys() == queued["state_dict"].keys()
+                for key, value in serial["state_dict"].items():
+                    assert torch.equal(value, queued["state_dict"][key]), f"{task} fold {fold}: {key} differs from the serial run"
+                pd.testing.assert_frame_equal(pd.read_parquet(cached[".oof.parquet"]), pd.read_parquet(repo / f"models/teachers/{task}/TS1-f{fold}.oof.parquet"))

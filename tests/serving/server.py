@@ -42,10 +42,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def environment(tmp: Path) -> dict[str, str]:
-    return {
+def environment(tmp: Path, registry: str | None = None) -> dict[str, str]:
+    """The service's environment: a sqlite MLflow store in ``tmp``, or the tracking server ``registry``."""
+    env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+        "MLFLOW_TRACKING_URI": registry or f"sqlite:///{tmp}/mlflow.db",
         "COVIDSCAN_ARTIFACT_ROOT": (tmp / "mlartifacts").as_uri(),
         "BENTOML_HOME": str(tmp / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
@@ -56,6 +57,9 @@ def environment(tmp: Path) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
         "OMP_NUM_THREADS": "1",
     }
+    if registry:
+        env.pop("COVIDSCAN_ARTIFACT_ROOT")  # the server's own artifact store
+    return env
 
 
 @dataclass
@@ -107,7 +111,7 @@ def register_all(tmp: Path, models_dir: Path | None = None) -> dict[str, str]:
     return used
 
 
-def start(tmp: Path, timeout_s: float = 120.0, models_dir: Path | None = None, preprocess: dict | None = None) -> Served:
+def start(tmp: Path, timeout_s: float = 120.0, models_dir: Path | None = None, preprocess: dict | None = None, registry: str | None = None) -> Served:
     """Register, import, serve; returns when /readyz answers 200.
 
     Args:
@@ -115,9 +119,12 @@ def start(tmp: Path, timeout_s: float = 120.0, models_dir: Path | None = None, p
         timeout_s: how long the server may take to become ready.
         models_dir: checkpoints to serve instead of tiny models (see :func:`register_all`).
         preprocess: the ``preprocess`` params (default: the tiny models'; sizes are aligned to each model's card).
+        registry: an MLflow tracking server (``http://...``) whose champions are served as they are: nothing
+            is registered, and roles without a champion are not served (as with ``make serve``).
     """
-    env = environment(tmp)
-    register_all(tmp, models_dir)
+    env = environment(tmp, registry)
+    if registry is None:
+        register_all(tmp, models_dir)
     params = {"preprocess": preprocess or tm.TINY_PRE.model_dump(mode="json"), "serve": SERVE_PARAMS}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([PYTHON, "bento/import_models.py", "--params", str(tmp / "params.yaml"), "--out", str(tmp / "serving.json")],

@@ -30,6 +30,24 @@ def store(tmp_path, monkeypatch):
     return mlflow
 
 
+
+def test_new_experiments_on_a_tracking_server_keep_their_artifacts_in_its_store(tmp_path, monkeypatch):
+    """With an http(s) MLFLOW_TRACKING_URI the experiment's artifact root is the server's (None: its
+    served store), not a local folder other machines cannot read; COVIDSCAN_ARTIFACT_ROOT still wins."""
+    from covidscan.environment import artifact_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COVIDSCAN_ARTIFACT_ROOT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert artifact_root() is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example")
+    assert artifact_root() is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert artifact_root() == (tmp_path / "mlartifacts").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    monkeypatch.setenv("COVIDSCAN_ARTIFACT_ROOT", "s3://bucket/artifacts")
+    assert artifact_root() == "s3://bucket/artifacts"
+
 def test_stage_runs_share_one_parent_and_carry_params_and_tags(store):
     from covidscan.tracking.runs import log_metrics, stage_run
 

@@ -111,7 +111,8 @@ def repro_id() -> str:
 
 
 def ensure_experiment(name: str) -> str:
-    """Create the MLflow experiment (local artifact folder by default) and return its id."""
+    """Create the MLflow experiment (local artifact folder by default, a tracking server's own artifact
+    store with an ``http(s)://`` MLFLOW_TRACKING_URI; :func:`covidscan.environment.artifact_root`) and return its id."""
     mlflow = _mlflow()
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:

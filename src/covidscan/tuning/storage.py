@@ -6,7 +6,8 @@ parameters (``RetryHeartbeatStaleTrialCallback``, ``tune.max_retry``). Optuna's 
 built in; :class:`HeartbeatJournalStorage` adds it to the journal file storage.
 
 :class:`ClaimLock` makes "is there budget left? then create a trial" atomic across workers (a file lock
-next to a local storage, a PostgreSQL advisory lock), so N workers never overshoot the budget.
+next to a local storage, a PostgreSQL advisory lock), so N workers never overshoot the budget. On
+PostgreSQL, workers that start together on an empty database create Optuna's tables one at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 import time
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +95,59 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._callback
 
 
+def is_postgres(storage: str) -> bool:
+    """Whether ``storage`` is a PostgreSQL URL (``postgresql://``, ``postgresql+psycopg://``, ``postgres://``)."""
+    return storage.startswith(("postgresql", "postgres"))
+
+
+SCHEMA_LOCK_KEY = zlib.crc32(b"covidscan.optuna.schema") & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def _schema_lock(storage: str) -> Iterator[None]:
+    """On PostgreSQL, a session advisory lock around the creation of Optuna's tables: workers started at
+    the same time on an empty database otherwise race on ``CREATE TYPE`` / ``CREATE TABLE`` and all but
+    one fail. Elsewhere (sqlite, a journal file) nothing."""
+    if not is_postgres(storage):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(storage, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
 def open_storage(storage: str, cfg: TuneConfig) -> BaseStorage:
     """The storage for a journal file path or an RDB URL, with heartbeats and retries on."""
     if is_url(storage):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(storage):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental in Optuna
             return RDBStorage(
                 storage, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
             )  # fmt: skip
     return HeartbeatJournalStorage(storage, cfg)
+
+
+def rdb_storage(backend: BaseStorage) -> RDBStorage:
+    """The :class:`RDBStorage` under a study's storage (``optuna.create_study`` wraps an RDB storage in a cache).
+
+    Raises:
+        TypeError: ``backend`` is not (a cache around) an RDB storage.
+    """
+    inner = getattr(backend, "_backend", backend)  # optuna.storages._CachedStorage keeps the RDB storage there
+    if not isinstance(inner, RDBStorage):
+        raise TypeError(f"expected an RDB storage (or Optuna's cache around one), got {type(backend).__name__}")
+    return inner
 
 
 class ClaimLock:
@@ -123,8 +167,8 @@ class ClaimLock:
             path = Path(storage[len("sqlite:///") :] if is_url(storage) else storage)
             self._path = path.with_name(f"{path.name}.{study_name}.claim")
             self._kind = "file"
-        elif storage.startswith(("postgresql", "postgres")):
-            self._engine, self._key = backend.engine, zlib.crc32(study_name.encode()) & 0x7FFFFFFF  # type: ignore[attr-defined]
+        elif is_postgres(storage):
+            self._engine, self._key = rdb_storage(backend).engine, zlib.crc32(study_name.encode()) & 0x7FFFFFFF
             self._kind = "pg"
         else:
             optuna.logging.get_logger(__name__).warning("no claim lock for %s: a worker race may start extra trials", storage.split("://")[0])

@@ -31,10 +31,12 @@ from covidscan.config import Params
 from covidscan.environment import optuna_storage
 from covidscan.errors import ConfigError, CovidscanError
 from covidscan.tuning.objective import Objective, TuneData
-from covidscan.tuning.storage import ClaimLock, open_storage
+from covidscan.tuning.storage import HOST, ClaimLock, open_storage
 from covidscan.tuning.tuned import apply_values, configured_values, target_task
 
 log = logging.getLogger(__name__)
+
+WORKER_KEY = "covidscan.worker"  # trial system attribute: the host, process id and worker index that ran it
 
 
 @dataclass
@@ -122,6 +124,7 @@ def run_worker(params: Params, target: str, data: TuneData, storage: str, worker
 
             def claimed(trial: optuna.Trial, objective: Objective = objective) -> float:
                 lock.release()  # the trial exists (RUNNING): others may claim the next one
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_KEY, {"host": HOST, "pid": os.getpid(), "worker": worker})
                 return objective(trial)
 
             study.optimize(claimed, n_trials=1, catch=(RuntimeError,), gc_after_trial=True)
@@ -139,10 +142,17 @@ def _worker_main(params_json: str, target: str, data: TuneData, storage: str, wo
     run_worker(Params.model_validate_json(params_json), target, data, storage, worker, deadline)
 
 
-def optimize(params: Params, target: str, data: TuneData, storage: str, workers: int = 1) -> optuna.Study:
-    """Run a target's study to its budget with ``workers`` processes (1: in this process)."""
+def optimize(params: Params, target: str, data: TuneData, storage: str, workers: int = 1, seed_offset: int = 0) -> optuna.Study:
+    """Run a target's study to its budget with ``workers`` processes (1: in this process).
+
+    Worker i seeds its sampler with ``seed + seed_offset + i``: machines sharing one study (PostgreSQL)
+    take offsets that do not overlap (0 for the first machine's workers, its worker count for the next,
+    ...), else their samplers draw the same first values.
+    """
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if seed_offset < 0:
+        raise ConfigError(f"--seed-offset must be >= 0, got {seed_offset}")
     target_task(target)
     study = load_study(params, target, storage)
     study.set_user_attr("target", target)
@@ -150,10 +160,10 @@ def optimize(params: Params, target: str, data: TuneData, storage: str, workers:
     if params.tune.n_trials == 0:
         return study
     if workers == 1:
-        run_worker(params, target, data, storage, 0, deadline)
+        run_worker(params, target, data, storage, seed_offset, deadline)
         return study
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(params.model_dump_json(), target, data, storage, i, deadline), name=f"tune-worker-{i}")
+    procs = [ctx.Process(target=_worker_main, args=(params.model_dump_json(), target, data, storage, seed_offset + i, deadline), name=f"tune-worker-{i}")
              for i in range(workers)]  # fmt: skip
     for p in procs:
         p.start()
@@ -235,9 +245,10 @@ def write_figures(study: optuna.Study, out_dir: Path) -> list[Path]:
     return written
 
 
-def tune_target(params: Params, target: str, *, data: TuneData, storage: str, workers: int = 1, out_dir: Path | None = None) -> TargetResult:
+def tune_target(params: Params, target: str, *, data: TuneData, storage: str, workers: int = 1, out_dir: Path | None = None,
+                seed_offset: int = 0) -> TargetResult:  # fmt: skip
     """Run (or resume) a target's study to its budget and collect its results (tuned entry, trials, figures)."""
-    study = optimize(params, target, data, storage, workers)
+    study = optimize(params, target, data, storage, workers, seed_offset)
     study = load_study(params, target, storage)  # fresh view of everything the workers wrote
     result = TargetResult(target, study.study_name, tuned_entry(params, study, params.tune.n_trials))
     result.records = [trial_record(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
@@ -249,19 +260,20 @@ def tune_target(params: Params, target: str, *, data: TuneData, storage: str, wo
 
 def run_tuning(
     params: Params, *, data: TuneData, targets: list[str] | None = None, storage: str | None = None, workers: int = 1,
-    reports: Path = Path("reports/tuning"), on_result: Callable[[TargetResult], None] | None = None,
+    reports: Path = Path("reports/tuning"), on_result: Callable[[TargetResult], None] | None = None, seed_offset: int = 0,
 ) -> Path:  # fmt: skip
     """Tune every target (``tune.targets`` or ``targets``) and write the tuned file (``tune.output``).
 
     Targets not run this time keep their entries in the file. ``on_result`` gets each target's result
-    (the entry points log it to MLflow with :func:`covidscan.tracking.runs.log_study`).
+    (the entry points log it to MLflow with :func:`covidscan.tracking.runs.log_study`). ``seed_offset``: see
+    :func:`optimize`.
     """
     from covidscan.tuning.tuned import read_tuned, write_tuned
 
     location = storage_location(params, storage)
     entries: dict[str, dict[str, Any]] = {}
     for target in targets or list(params.tune.targets):
-        result = tune_target(params, target, data=data, storage=location, workers=workers, out_dir=Path(reports) / target)
+        result = tune_target(params, target, data=data, storage=location, workers=workers, out_dir=Path(reports) / target, seed_offset=seed_offset)
         if on_result is not None:
             on_result(result)
         entries[target] = result.entry
