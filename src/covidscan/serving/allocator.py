@@ -10,14 +10,16 @@ fixed threshold (``mallopt(M_MMAP_THRESHOLD)``, which also turns the dynamic adj
 every buffer of ``serve.mmap_threshold_mb`` (128 kB) or more mapped and returned on free, a cap on
 glibc's per-thread arenas (``serve.malloc_arena_max``, 2) keeps the request threads from each holding
 their own fragmented heap, and ``malloc_trim`` after each request (``serve.malloc_trim``) returns the
-free pages inside the heaps. The same soak then grew 35% instead of 117% (docs/PERFORMANCE.md); what
-is left is not understood yet.
+free pages inside the heaps. The same soak then grew 35% instead of 117%. What was left was not the
+allocator: finished requests (and their bodies) were kept alive for BentoML's 300 s traffic timeout,
+see :mod:`covidscan.serving.request_timeout` and docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
 import threading
@@ -28,13 +30,28 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
 M_ARENA_MAX = -8
 
 
-def _mallopt(param: int, value: int) -> bool:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once. ``ctypes.util.find_library`` runs ``/sbin/ldconfig -p`` in a child
+    process on every call: per request, that forked the whole front worker (issue 15)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(param, int(value)))
-    except (OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        pass
+    try:
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def _mallopt(param: int, value: int) -> bool:
+    libc = _libc()
+    try:
+        return libc is not None and bool(libc.mallopt(param, int(value)))
+    except AttributeError:
         return False
 
 
@@ -65,12 +82,10 @@ def release_free_memory() -> bool:
     """Give the C allocator's free pages back to the system (glibc ``malloc_trim(0)``: every arena, also
     pages in the middle of a heap). The front calls it after each request, so what a CT series needed
     while in flight is not kept fragmented in its heaps. False where there is no ``malloc_trim``."""
-    if not sys.platform.startswith("linux"):
-        return False
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
+        return libc is not None and bool(libc.malloc_trim(0))
+    except AttributeError:
         return False
 
 
