@@ -29,7 +29,9 @@ hostile corpus of ``tests/serving``; a warm-up of min(30 s, SECONDS/4) first), t
 process sampled every 10 s, the first sample and the last taken with nothing in flight (first, last,
 peak, growth), the
 number of 5xx, of requests without an answer, and of answers other than expected (hostile -> 4xx,
-valid -> 200). Only loopback URLs are accepted. Prints JSON (``--json``) and a markdown table.
+valid -> 200). ``--route`` limits the valid traffic to some routes and ``--hostile-share`` sets the
+hostile share (to bisect a growth); each process's RSS is also split into anonymous, file and shared
+memory, with its thread count. Only loopback URLs are accepted. Prints JSON (``--json``) and a markdown table.
 """
 
 from __future__ import annotations
