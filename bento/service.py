@@ -126,7 +126,7 @@ class Covidscan:
     models = bentoml.depends(CovidscanModels)
 
     def __init__(self) -> None:
-        tune_allocator(SERVE.mmap_threshold_mb, SERVE.malloc_arena_max)  # no heap creep from the CT series' temporaries
+        tune_allocator(SERVE.mmap_threshold_mb, SERVE.malloc_arena_max)  # before the request threads start
         infos = {role: read_bundle(path) for role, path in _bundles(self).items()}
         self.preparer = Preparer(infos, SERVE, LIMITS, CONFIG.get("not_served", {}))
 
@@ -150,7 +150,7 @@ class Covidscan:
             return self._answer_unreleased(ctx, work)
         finally:
             if SERVE.malloc_trim:
-                release_free_memory_soon()  # what this request's arrays needed goes back to the system (in the background)
+                release_free_memory_soon()  # serve.malloc_trim: what this request's arrays needed goes back to the system (in the background)
 
     def _answer_unreleased(self, ctx: bentoml.Context, work) -> dict:
         """Run ``work``; map every user-causable problem to a 4xx/503 JSON body, anything else to 500."""
