@@ -29,7 +29,9 @@ hostile corpus of ``tests/serving``; a warm-up of min(30 s, SECONDS/4) first), t
 process sampled every 10 s, the first sample and the last taken with nothing in flight (first, last,
 peak, growth), the
 number of 5xx, of requests without an answer, and of answers other than expected (hostile -> 4xx,
-valid -> 200). Only loopback URLs are accepted. Prints JSON (``--json``) and a markdown table.
+valid -> 200). ``--route`` limits the valid traffic to some routes and ``--hostile-share`` sets the
+hostile share (to bisect a growth); each process's RSS is also split into anonymous, file and shared
+memory, with its thread count. Only loopback URLs are accepted. Prints JSON (``--json``) and a markdown table.
 """
 
 from __future__ import annotations
@@ -256,7 +258,7 @@ def service_processes(root_pid: int) -> dict[int, dict]:
         for p in procs:
             try:
                 cmd = " ".join(p.cmdline())
-                out[p.pid] = {"rss_mb": p.memory_info().rss / 2**20, "what": _what(cmd)}
+                out[p.pid] = {"rss_mb": p.memory_info().rss / 2**20, "what": _what(cmd), **_rss_parts(p.pid)}
             except psutil.NoSuchProcess:
                 pass
         return out
@@ -270,9 +272,24 @@ def service_processes(root_pid: int) -> dict[int, dict]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except (OSError, IndexError):
                 continue
-            out[pid] = {"rss_mb": rss, "what": _what(cmd)}
+            out[pid] = {"rss_mb": rss, "what": _what(cmd), **_rss_parts(pid)}
             todo += [int(k) for k in kids]
         return out
+
+
+def _rss_parts(pid: int) -> dict[str, float]:
+    """Linux: the RSS split into anonymous memory (heaps, arrays), file pages and shared memory, in MB."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    keys = {"RssAnon:": "anon_mb", "RssFile:": "file_mb", "RssShmem:": "shmem_mb", "Threads:": "threads"}
+    out = {}
+    for ln in lines:
+        head, *rest = ln.split()
+        if head in keys and rest:
+            out[keys[head]] = int(rest[0]) / (1 if head == "Threads:" else 1024)
+    return out
 
 
 def _what(cmd: str) -> str:
@@ -287,8 +304,10 @@ def _what(cmd: str) -> str:
     return "service worker" if "_bentoml_impl" in cmd else cmd[:60]
 
 
-def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path, seconds: float, concurrency: int = 4) -> dict:
-    """Mixed traffic for ``seconds`` at ``concurrency``: valid uploads (expect 200) and the hostile corpus (expect 4xx)."""
+def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path, seconds: float, concurrency: int = 4,
+         routes: list[str] | None = None, hostile_share: float = 0.25) -> dict:  # fmt: skip
+    """Mixed traffic for ``seconds`` at ``concurrency``: valid uploads (expect 200) of ``routes`` (default: all) and,
+    ``hostile_share`` of the requests, the hostile corpus (expect 4xx)."""
     import requests
 
     from tests.serving.test_service import _hostile_cases
@@ -296,7 +315,7 @@ def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path
     hostile_dir = tmp / "hostile"
     hostile_dir.mkdir()
     hostile = [(name, route, [(f, (n, b)) for f, n, b in parts], data) for name, route, parts, data in _hostile_cases(hostile_dir)]
-    valid = [(r, *route_request(r, files[r])) for r in ROUTES if files.get(r)]
+    valid = [(r, *route_request(r, files[r])) for r in (routes or ROUTES) if files.get(r)]
     rng = random.Random(0)
     counts = {"sent": 0, "answered": 0, "5xx": 0, "no_answer": 0, "unexpected": 0, "valid_200": 0, "hostile_4xx": 0}
     unexpected: dict[str, int] = {}
@@ -321,7 +340,7 @@ def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path
         while time.monotonic() < (until or deadline):
             session = getattr(local, "s", None) or requests.Session()
             local.s = session
-            if r.random() < 0.25:
+            if r.random() < hostile_share or not valid:
                 name, route, parts, data = r.choice(hostile)
                 ok = lambda s: 400 <= s < 500  # noqa: E731
             else:
@@ -366,8 +385,11 @@ def soak(url: str, root_pid: int | None, files: dict[str, list[Path]], tmp: Path
         row = {"pid": pid, "what": first["what"], "seen_s": [round(t0), round(t1)], "rss_first_mb": round(first["rss_mb"], 1),
                "rss_last_mb": round(last["rss_mb"], 1), "rss_peak_mb": round(max(x["rss_mb"] for _, x in seen), 1),
                "growth_pct": round(100 * (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"], 1)}  # fmt: skip
+        for part in ("anon_mb", "file_mb", "shmem_mb", "threads"):  # where the RSS is (Linux)
+            if part in first and part in last:
+                row[f"{part}_first_last"] = [round(first[part], 1), round(last[part], 1)]
         procs.append(row)
-    return {"seconds": seconds, "warmup_s": warmup, "concurrency": concurrency, **counts, "unexpected_by_case": unexpected, "processes": procs,
+    return {"seconds": seconds, "warmup_s": warmup, "concurrency": concurrency, "routes": list(routes or ROUTES), "hostile_share": hostile_share, **counts, "unexpected_by_case": unexpected, "processes": procs,
             "rss_samples_mb": [{"t_s": round(t), **{str(pid): round(x["rss_mb"]) for pid, x in snap.items()}} for t, snap in samples],
             "note": "RSS from the end of the warm-up to the end; decoder workers are replaced after serve.decode_max_jobs jobs or a "
                     "failure, so a decoder pid seen only part of the time is a replaced worker"}  # fmt: skip
@@ -401,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running service on loopback (then no reference, no predictor, no RSS)")
     parser.add_argument("--models", type=Path, help="checkpoints to serve (make demo's models/); default tiny models")
-    parser.add_argument("--route", choices=ROUTES, action="append", help="default: all")
+    parser.add_argument("--route", choices=ROUTES, action="append", help="default: all (also the soak's valid traffic)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--requests", type=int, default=60, help="requests per route and concurrency")
     parser.add_argument("--repeats", type=int, default=30, help="in-process timings per route (reference, predictor)")
@@ -410,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512, help="rows = columns of the X-ray and of each CT slice")
     parser.add_argument("--device", default=os.environ.get("COVIDSCAN_DEVICE", "auto"))
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of mixed traffic at concurrency 4 (instead of the latency runs)")
+    parser.add_argument("--hostile-share", type=float, default=0.25, help="soak: share of hostile uploads (0 to 1; 1: only hostile)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--serve", action="append", default=[], metavar="KEY=VALUE", help="a params.yaml serve key for the started service (YAML value)")
     args = parser.parse_args(argv)
@@ -444,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             url = served.url
         try:
             if args.soak > 0:
-                report["soak"] = soak(url, served.process.pid if served else None, files, tmp, args.soak)
+                report["soak"] = soak(url, served.process.pid if served else None, files, tmp, args.soak, routes=routes, hostile_share=args.hostile_share)
             else:
                 run_latency(report, url, served, files, routes, args)
         finally:

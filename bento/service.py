@@ -19,7 +19,8 @@ versions it was built with; every response names the registered model and versio
 Responses carry class probabilities, the operating threshold, the model name and version and the
 research-use notice; never a DICOM header field. Errors are JSON ``{"error", "code", "status"}`` with
 413 (too large), 415 (unsupported type), 422 (broken or unusable content), 429 (too many requests in
-flight), 503 (model not served / overloaded).
+flight), 503 (model not served / overloaded), 504 (no answer within the traffic timeout:
+:mod:`covidscan.serving.request_timeout`, which replaces BentoML's own timeout middleware).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bentoml.models import BentoModel
 from covidscan.config import DicomLimits, EvaluateConfig, ServeConfig
 from covidscan.environment import quiet_telemetry
 from covidscan.errors import DataError
+from covidscan.serving import request_timeout
 from covidscan.serving.allocator import release_free_memory_soon, tune_allocator
 from covidscan.serving.body_guard import BodyGuard
 from covidscan.serving.bundle import read_bundle
@@ -53,6 +55,7 @@ from covidscan.serving.uploads import UploadError
 
 quiet_telemetry()
 log = logging.getLogger("covidscan.service")
+request_timeout.install()  # BentoML's traffic.timeout timer kept each request (and its body) alive for the whole timeout
 
 HERE = Path(__file__).resolve().parent
 CONFIG_FILE = Path(os.environ.get("COVIDSCAN_BENTO_CONFIG", HERE / "serving.json"))
@@ -123,7 +126,7 @@ class Covidscan:
     models = bentoml.depends(CovidscanModels)
 
     def __init__(self) -> None:
-        tune_allocator(SERVE.mmap_threshold_mb, SERVE.malloc_arena_max)  # no heap creep from the CT series' temporaries
+        tune_allocator(SERVE.mmap_threshold_mb, SERVE.malloc_arena_max)  # before the request threads start
         infos = {role: read_bundle(path) for role, path in _bundles(self).items()}
         self.preparer = Preparer(infos, SERVE, LIMITS, CONFIG.get("not_served", {}))
 
@@ -147,7 +150,7 @@ class Covidscan:
             return self._answer_unreleased(ctx, work)
         finally:
             if SERVE.malloc_trim:
-                release_free_memory_soon()  # what this request's arrays needed goes back to the system (in the background)
+                release_free_memory_soon()  # serve.malloc_trim: what this request's arrays needed goes back to the system (in the background)
 
     def _answer_unreleased(self, ctx: bentoml.Context, work) -> dict:
         """Run ``work``; map every user-causable problem to a 4xx/503 JSON body, anything else to 500."""

@@ -64,3 +64,23 @@ def test_tune_allocator_applies_both_settings_and_zero_means_default():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60,
                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}).stdout.strip()  # fmt: skip
     assert out == "{'mmap_threshold': True, 'arena_max': True} {'mmap_threshold': False, 'arena_max': False}"
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc")
+def test_trimming_starts_no_process(monkeypatch):
+    """The front trims after every request: finding the C library must not run ``ldconfig -p`` each time
+    (``ctypes.util.find_library`` does, which forked the whole front worker per request; issue 15)."""
+    from covidscan.serving.allocator import release_free_memory, tune_allocator
+
+    started = []
+    popen = subprocess.Popen
+
+    def counting_popen(*args, **kwargs):
+        started.append(args[0] if args else kwargs.get("args"))
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", counting_popen)
+    for _ in range(3):
+        assert release_free_memory()
+    tune_allocator(0, 0)
+    assert started == [], f"processes started to find the C library: {started}"

@@ -479,9 +479,9 @@ class ServeConfig(Section):
     max_batch_size: int = Field(16, ge=1)  # adaptive batching of X-ray inference
     max_latency_ms: int = Field(2000, ge=1)  # adaptive batching latency budget
     workers: int = Field(1, ge=1)  # HTTP front workers (CPU: decoding and preprocessing)
-    mmap_threshold_mb: float = Field(0.125, ge=0)  # service processes: buffers this large go back to the system when freed (0: glibc default)
+    mmap_threshold_mb: float = Field(0.0, ge=0)  # service processes: buffers this large go back to the system when freed (0: glibc's dynamic default)
     malloc_arena_max: int = Field(2, ge=0)  # service processes: glibc arenas shared by the request threads (0: glibc default)
-    malloc_trim: bool = True  # the front gives free heap pages back to the system after each request
+    malloc_trim: bool = False  # the front gives free heap pages back to the system after each request
 
 
 # -------------------------------------------------------------------------------------- tuning

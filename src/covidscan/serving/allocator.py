@@ -1,23 +1,30 @@
-"""The C allocator of a long-running serving process: large buffers go back to the system when freed.
+"""The C allocator of a long-running serving process: arenas capped; optionally a fixed mmap threshold and trimming.
 
 glibc serves an allocation above its mmap threshold with its own ``mmap`` and unmaps it on ``free``;
 smaller ones come from its heaps, which only shrink from the top. By default the threshold is
-*dynamic*: freeing a mapped chunk raises it to that chunk's size (up to 32 MB). The service decodes
-20 MB CT series and preprocesses them with many short-lived arrays of a few MB in several threads, so
-after the first CT request those arrays land on the heaps, and the heaps' high-water mark creeps up
-with fragmentation: the front worker grew from 0.68 to 1.47 GB in a 2-minute soak (issue 15). A
-fixed threshold (``mallopt(M_MMAP_THRESHOLD)``, which also turns the dynamic adjustment off) keeps
-every buffer of ``serve.mmap_threshold_mb`` (128 kB) or more mapped and returned on free, a cap on
-glibc's per-thread arenas (``serve.malloc_arena_max``, 2) keeps the request threads from each holding
-their own fragmented heap, and ``malloc_trim`` after each request (``serve.malloc_trim``) returns the
-free pages inside the heaps. The same soak then grew 35% instead of 117% (docs/PERFORMANCE.md); what
-is left is not understood yet.
+*dynamic*: freeing a mapped chunk raises it to that chunk's size (up to 32 MB), so the multi-MB
+buffers of later CT requests come from warm heap pages. Three settings:
+
+* a cap on glibc's per-thread arenas (``serve.malloc_arena_max``, 2; on by default) keeps the request
+  threads from each holding a heap of their own;
+* a fixed threshold (``serve.mmap_threshold_mb``; ``mallopt(M_MMAP_THRESHOLD)``, which also turns the
+  dynamic adjustment off) keeps every buffer of that size or more mapped and returned on free;
+* ``malloc_trim`` after each request (``serve.malloc_trim``) returns the free pages inside the heaps.
+
+The last two were on by default (128 kB, trim) while the front worker's growth in the issue-15 soaks
+was taken for heap fragmentation. Its cause was elsewhere: finished requests and their bodies were kept
+alive for BentoML's 300 s traffic timeout (:mod:`covidscan.serving.request_timeout`). With that fixed,
+glibc's defaults keep the front as flat (10-minute soak: +1.2%) and are faster: a fresh mapping is
+page-faulted in on every use (on the 2-core VM about 12 us a 4 kB page, ~60 ms per 20 MB), which the
+fixed threshold and the trims paid several times per CT request (docs/PERFORMANCE.md). Both stay
+available for a deployment that prefers a lower resting RSS.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
 import threading
@@ -28,13 +35,28 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
 M_ARENA_MAX = -8
 
 
-def _mallopt(param: int, value: int) -> bool:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once. ``ctypes.util.find_library`` runs ``/sbin/ldconfig -p`` in a child
+    process on every call: per request, that forked the whole front worker (issue 15)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(param, int(value)))
-    except (OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        pass
+    try:
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def _mallopt(param: int, value: int) -> bool:
+    libc = _libc()
+    try:
+        return libc is not None and bool(libc.mallopt(param, int(value)))
+    except AttributeError:
         return False
 
 
@@ -63,14 +85,12 @@ def tune_allocator(mmap_threshold_mb: float, arena_max: int) -> dict[str, bool]:
 
 def release_free_memory() -> bool:
     """Give the C allocator's free pages back to the system (glibc ``malloc_trim(0)``: every arena, also
-    pages in the middle of a heap). The front calls it after each request, so what a CT series needed
+    pages in the middle of a heap). With ``serve.malloc_trim`` the front calls it after each request, so what a CT series needed
     while in flight is not kept fragmented in its heaps. False where there is no ``malloc_trim``."""
-    if not sys.platform.startswith("linux"):
-        return False
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
+        return libc is not None and bool(libc.malloc_trim(0))
+    except AttributeError:
         return False
 
 

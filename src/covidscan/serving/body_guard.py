@@ -1,7 +1,7 @@
 """An ASGI middleware that bounds request bodies in size (413) and time (408) before the app sees them.
 
 The body is read into memory up to ``max_bytes`` (a declared ``Content-Length`` above it is refused at
-once) within ``timeout_s`` for the whole body, then replayed to the application. A slow or stalled
+once) within ``timeout_s`` for the whole body, then replayed to the application (which then holds the only reference to it). A slow or stalled
 client therefore costs at most ``timeout_s`` of one concurrency slot and never ties up a worker thread;
 an oversized upload never reaches the multipart parser. Paths in ``skip_paths`` (health, metrics) pass
 through untouched. Pure ASGI: no framework import.
@@ -83,14 +83,14 @@ class BodyGuard:
                 return await json_error(send, 413, f"request body exceeds serve.max_body_mb ({self.max_bytes} bytes)", "body_too_large")
             chunks.append(body)
             more = bool(message.get("more_body", False))
-        data = b"".join(chunks)
-        replayed = False
+        body = [b"".join(chunks)]
+        chunks.clear()
 
         async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": data, "more_body": False}
+            # hands the body over once and keeps no reference to it: the framework may keep this callable
+            # (in a request object, a context copy) long after the request ended (issue 15)
+            if body:
+                return {"type": "http.request", "body": body.pop(), "more_body": False}
             return await receive()  # after the body: wait for the disconnect, as the server would
 
         await self.app(scope, replay, send if self.parse_error_marker is None else self._mapping_send(send))
