@@ -82,8 +82,11 @@ def test_second_repro_is_up_to_date(first_repro):
 
 def test_mlflow_has_a_run_per_stage_nested_and_tagged(first_repro):
     repo, env, proc = first_repro
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list") if r.info.start_time >= proc.started_ms]
+    # a client of its own: mlflow.set_tracking_uri would point every later test of this worker (--dist loadfile)
+    # at the server this module stops, and their MLflow calls would retry against it for many minutes
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = [r for r in client.search_runs(experiments, max_results=5000) if r.info.start_time >= proc.started_ms]
     stage_runs = {r.data.tags.get("covidscan.stage"): r for r in runs if r.data.tags.get("covidscan.stage")}
     assert set(stage_runs) >= ran_stages(proc.stdout)
     commit = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
