@@ -34,8 +34,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: a result line (often naming a long path) stays one line for scripts and logs, whatever the width
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 ProfileOption = Annotated[str | None, typer.Option("--profile", help="Profile to apply (overrides the file's `profile`).")]
