@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from tests.serving.server import free_port
+from tests.serving.server import free_port, stop_tree
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 DB_USER = "covidscan"
@@ -115,22 +115,8 @@ class MlflowServer:
     log: Path
 
     def stop(self) -> None:
-        """Stop the server and the workers it started (by their process ids, found before stopping)."""
-        import psutil
-
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        _, alive = psutil.wait_procs(children, timeout=10)
-        for child in alive:
-            child.kill()
+        """Stop the server and the workers it started."""
+        stop_tree(self.process)
 
 
 def start_mlflow_server(backend_url: str, artifacts: Path, log: Path, timeout_s: float = 180.0) -> MlflowServer:

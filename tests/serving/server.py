@@ -150,19 +150,24 @@ def start(tmp: Path, timeout_s: float = 120.0, models_dir: Path | None = None, p
 
 
 def stop(served: Served) -> None:
-    """Stop the server and every worker it started (by their process ids, found before stopping)."""
+    """Stop the server and every worker it started."""
+    stop_tree(served.process)
+
+
+def stop_tree(process: subprocess.Popen) -> None:
+    """Terminate a server process and every process it started (their ids found before stopping)."""
     import psutil
 
     try:
-        children = psutil.Process(served.process.pid).children(recursive=True)
+        children = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         children = []
-    served.process.terminate()
+    process.terminate()
     try:
-        served.process.wait(20)
+        process.wait(20)
     except subprocess.TimeoutExpired:
-        served.process.kill()
-        served.process.wait(10)
+        process.kill()
+        process.wait(10)
     _, alive = psutil.wait_procs(children, timeout=10)
     for child in alive:
         child.kill()
